@@ -1,0 +1,121 @@
+"""Symbolic curvature products: gradient, Gauss-Newton and Hessian products.
+
+All graphs take and return *flat* vectors over every parameter (slicing and
+reshaping happen inside the graph), so the Python driver never concatenates
+arrays per product.
+
+Gauss-Newton product (Schraudolph 2002; Martens 2010, §20.5 of Martens &
+Sutskever 2012), with the network split at ``s`` and the loss ``L(s)``::
+
+    Jv   = pushforward of s along v                (forward mode)
+    HJv  = d/ds <dL/ds, Jv>  with Jv held fixed    (H_L Jv, the loss Hessian at s)
+    Gv   = pullback of HJv through s               (J^T H_L J v)
+
+Structural damping (Martens & Sutskever 2011) adds the Gauss-Newton product of
+a distance ``D`` between the hidden units ``h`` and their current values,
+split at the pre-activation ``ha``::
+
+    D(theta) = sum over units and steps of CE(h0, h) / number of cases
+    CE(h0, h) = -(h0 log h + (1 - h0) log(1 - h)),  h0 = h held constant
+
+``h`` must lie in (0, 1) (for tanh units pass ``(h + 1) / 2``). The number of
+cases is the size of the second-to-last axis of ``h`` (``(cases, units)`` or
+``(time, cases, units)``), so ``D`` is on the scale of a cost averaged over
+cases.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+__all__ = ["CurvatureGraphs", "build_curvature_graphs", "gauss_newton_graph", "structural_damping_distance"]
+
+
+def _pushforward(f, wrt, tangents):
+    """Jacobian-vector product ``J_f(wrt) · tangents``.
+
+    Uses the double-pullback construction (PyTensor's default for
+    ``pushforward``): it works through every op that has a gradient, ``scan``
+    included, and PyTensor's rewrites remove the auxiliary cotangent.
+    """
+    from pytensor.gradient import pushforward
+
+    return pushforward(f, wrt, tangents, disconnected_outputs="ignore")
+
+
+def gauss_newton_graph(cost, p, s, v_parts):
+    """Return ``J^T H_L J v`` as parameter-shaped pieces.
+
+    Parameters
+    ----------
+    cost : scalar Variable
+        The loss, a function of ``s`` (and possibly of the parameters through ``s`` only).
+    p : list of shared variables
+    s : Variable
+        The split: the loss must be convex in ``s`` for ``G`` to be PSD.
+    v_parts : list of Variables shaped like ``p``
+    """
+    import pytensor.tensor as pt
+    from pytensor.gradient import disconnected_grad, grad, pullback
+
+    jv = disconnected_grad(_pushforward(s, p, v_parts))
+    dl_ds = grad(cost, s, disconnected_inputs="ignore")
+    hjv = grad(pt.sum(dl_ds * jv), s, disconnected_inputs="ignore")
+    hjv = disconnected_grad(hjv)
+    return pullback(s, p, hjv, disconnected_inputs="ignore")
+
+
+def structural_damping_distance(h):
+    """The distance ``D`` of structural damping (see the module docstring)."""
+    import pytensor.tensor as pt
+    from pytensor.gradient import disconnected_grad
+
+    h0 = disconnected_grad(h)
+    ce = -(h0 * pt.log(h) + (1.0 - h0) * pt.log1p(-h))
+    n_cases = h.shape[h.ndim - 2] if h.ndim >= 2 else 1
+    return pt.sum(ce) / pt.cast(n_cases, h.dtype)
+
+
+@dataclass(frozen=True)
+class CurvatureGraphs:
+    """Symbolic outputs over the flat vector ``v`` and the structural coefficient ``coefficient``."""
+
+    v: object
+    coefficient: object
+    gradient: object
+    costs: tuple
+    gauss_newton: object
+    structural: object
+    hessian: object
+
+
+def build_curvature_graphs(spec, layout) -> CurvatureGraphs:
+    """Build every graph the optimizer compiles, for a validated :class:`~hf_symbolic.validation.ModelSpec`."""
+    import pytensor.tensor as pt
+    from pytensor.gradient import grad
+
+    p = list(spec.p)
+    cost = spec.costs[0]
+    v = pt.vector("v", dtype=layout.dtype)
+    coefficient = pt.scalar("structural_coefficient", dtype=layout.dtype)
+    v_parts = [piece.astype(x.dtype) for piece, x in zip(layout.symbolic_split(v), p)]
+
+    g_parts = grad(cost, p)
+    gradient = layout.symbolic_concat([gi.astype(layout.dtype) for gi in g_parts])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        gv_parts = gauss_newton_graph(cost, p, spec.s, v_parts)
+        structural = None
+        if spec.h is not None:
+            sd_parts = gauss_newton_graph(structural_damping_distance(spec.h), p, spec.ha, v_parts)
+            structural = layout.symbolic_concat([x.astype(layout.dtype) for x in sd_parts])
+            gv_parts = [a + coefficient.astype(a.dtype) * b for a, b in zip(gv_parts, sd_parts)]
+        gauss_newton = layout.symbolic_concat([x.astype(layout.dtype) for x in gv_parts])
+
+        gdotv = pt.add(*[pt.sum(gi * vi) for gi, vi in zip(g_parts, v_parts)]) if len(p) > 1 else pt.sum(g_parts[0] * v_parts[0])
+        hv_parts = grad(gdotv, p)
+        hessian = layout.symbolic_concat([x.astype(layout.dtype) for x in hv_parts])
+
+    return CurvatureGraphs(v, coefficient, gradient, tuple(spec.costs), gauss_newton, structural, hessian)

@@ -1,0 +1,138 @@
+"""Small PyTensor models shared by the tests, and dense references built from explicit Jacobians."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.replace import clone_replace
+
+
+@dataclass
+class Model:
+    p: list
+    inputs: list
+    s: object
+    costs: list
+    batch: list
+    h: object = None
+    ha: object = None
+    extra: dict = field(default_factory=dict)
+
+
+def _shared(rng, shape, name, scale=0.5, dtype="float64"):
+    return pytensor.shared((rng.normal(size=shape) * scale).astype(dtype), name=name)
+
+
+def mlp(kind="sigmoid", sizes=(3, 4, 2), n=5, seed=0, dtype="float64"):
+    """A one-hidden-layer MLP; ``kind`` picks the output and loss.
+
+    sigmoid: sigmoid + binary cross-entropy; softmax: softmax + categorical
+    cross-entropy; linear: identity + squared error.
+    """
+    rng = np.random.default_rng(seed)
+    n_in, n_h, n_out = sizes
+    W1, b1 = _shared(rng, (n_in, n_h), "W1", dtype=dtype), _shared(rng, (n_h,), "b1", 0.1, dtype)
+    W2, b2 = _shared(rng, (n_h, n_out), "W2", dtype=dtype), _shared(rng, (n_out,), "b2", 0.1, dtype)
+    x, y = pt.matrix("x", dtype=dtype), pt.matrix("y", dtype=dtype)
+    hid = pt.sigmoid(pt.dot(x, W1) + b1)
+    s = pt.dot(hid, W2) + b2
+    X = rng.normal(size=(n, n_in)).astype(dtype)
+    if kind == "sigmoid":
+        out = pt.sigmoid(s)
+        cost = pt.mean(pt.sum(-y * pt.log(out) - (1 - y) * pt.log(1 - out), axis=1))
+        Y = rng.integers(0, 2, size=(n, n_out)).astype(dtype)
+    elif kind == "softmax":
+        out = pt.special.softmax(s, axis=-1)
+        cost = pt.mean(-pt.sum(y * pt.log(out), axis=1))
+        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, size=n)]
+    elif kind == "linear":
+        cost = pt.mean(pt.sum((s - y) ** 2, axis=1))
+        Y = rng.normal(size=(n, n_out)).astype(dtype)
+    else:
+        raise ValueError(kind)
+    err = pt.mean(pt.neq(pt.argmax(s, axis=1), pt.argmax(y, axis=1)))
+    return Model([W1, b1, W2, b2], [x, y], s, [cost, err], [X, Y])
+
+
+def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, seed=0, dtype="float64"):
+    """A tanh RNN through ``scan`` with a sigmoid output at the last step (or at every step)."""
+    rng = np.random.default_rng(seed)
+    Wx = _shared(rng, (n_in, n_h), "Wx", dtype=dtype)
+    Wh = _shared(rng, (n_h, n_h), "Wh", dtype=dtype)
+    bh = _shared(rng, (n_h,), "bh", 0.1, dtype)
+    Wo = _shared(rng, (n_h, n_out), "Wo", dtype=dtype)
+    bo = _shared(rng, (n_out,), "bo", 0.1, dtype)
+    x = pt.tensor3("x", dtype=dtype)
+    y = pt.tensor3("y", dtype=dtype) if every_step else pt.matrix("y", dtype=dtype)
+
+    # The state is the pre-activation ha; h = tanh(ha) is computed from it outside the
+    # loop too, so that h is a function of ha (needed for structural damping split at ha).
+    def step(x_t, a_prev):
+        return pt.dot(x_t, Wx) + pt.dot(pt.tanh(a_prev), Wh) + bh
+
+    a0 = pt.zeros((x.shape[1], n_h), dtype=dtype)
+    ha = pytensor.scan(step, sequences=x, outputs_info=[a0], return_updates=False)
+    h = pt.tanh(ha)
+    if every_step:
+        s = pt.dot(h, Wo) + bo
+    else:
+        s = pt.dot(h[-1], Wo) + bo
+    out = pt.sigmoid(s)
+    cost = pt.mean(pt.sum(-y * pt.log(out) - (1 - y) * pt.log(1 - out), axis=-1))
+    X = rng.integers(0, 2, size=(T, n, n_in)).astype(dtype)
+    Y = rng.integers(0, 2, size=(T, n, n_out) if every_step else (n, n_out)).astype(dtype)
+    kw = {}
+    if structural:
+        kw = dict(h=(h + 1) / 2, ha=ha)
+    return Model([Wx, Wh, bh, Wo, bo], [x, y], s, [cost], [X, Y], **kw)
+
+
+# -- dense references ----------------------------------------------------------
+
+
+def _theta_graph(model, layout):
+    theta = pt.vector("theta", dtype=layout.dtype)
+    parts = layout.symbolic_split(theta)
+    return theta, dict(zip(model.p, parts))
+
+
+def explicit_gauss_newton(model, layout, split=None, loss=None):
+    """``J^T H_L J`` with ``J = ds/dtheta`` and ``H_L = d^2 L/ds^2`` built as dense matrices.
+
+    ``split``/``loss`` default to the model's ``s`` and ``costs[0]``; ``loss``
+    may be a callable ``loss(split_variable) -> scalar`` for terms that are
+    not part of the model's graph.
+    """
+    split = model.s if split is None else split
+    theta, repl = _theta_graph(model, layout)
+    theta0 = layout.flatten([x.get_value() for x in model.p])
+    s_theta = clone_replace(split, replace=repl)
+    jac = pytensor.gradient.jacobian(s_theta.flatten(), theta)
+    J = pytensor.function([theta, *model.inputs], jac, on_unused_input="ignore", mode="FAST_COMPILE")(theta0, *model.batch)
+    s_val = pytensor.function(model.inputs, split, on_unused_input="ignore", mode="FAST_COMPILE")(*model.batch)
+    s_flat = pt.vector("s_flat", dtype=split.dtype)
+    s_var = s_flat.reshape(s_val.shape)
+    if loss is None:
+        loss_s = clone_replace(model.costs[0], replace={split: s_var})
+    else:
+        loss_s = loss(s_var)
+    H = pytensor.function([s_flat, *model.inputs], pytensor.gradient.hessian(loss_s, s_flat), on_unused_input="ignore", mode="FAST_COMPILE")(
+        s_val.ravel(), *model.batch
+    )
+    return J.T @ H @ J
+
+
+def explicit_hessian(model, layout):
+    theta, repl = _theta_graph(model, layout)
+    theta0 = layout.flatten([x.get_value() for x in model.p])
+    cost = clone_replace(model.costs[0], replace=repl)
+    return pytensor.function([theta, *model.inputs], pytensor.gradient.hessian(cost, theta), on_unused_input="ignore", mode="FAST_COMPILE")(
+        theta0, *model.batch
+    )
+
+
+def max_rel_err(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
