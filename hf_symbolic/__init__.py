@@ -6,8 +6,14 @@ Martens' Hessian-free method.
 """
 
 from . import errors
+from .cg import CGResult, backtrack, conjugate_gradient, iterate_grid
+from .damping import DampingRule, levenberg_marquardt, reduction_ratio
+from .dataset import BatchDataset, SequenceDataset
 from .errors import *  # noqa: F401,F403
 from .flat import FlatLayout
+from .linesearch import LineSearchResult, armijo
 from .optimizer import CurvatureOperator, hf_optimizer
+from .stats import TrainResult, UpdateStats
+from .training import TrainOptions
 
 __version__ = "0.1.0"

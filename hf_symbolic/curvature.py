@@ -26,44 +26,67 @@ cases.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CurvatureGraphs", "build_curvature_graphs", "gauss_newton_graph", "structural_damping_distance"]
 
 
 def _pushforward(f, wrt, tangents):
-    """Jacobian-vector product ``J_f(wrt) · tangents``.
+    """Jacobian-vector products ``J_f(wrt) · tangents`` for one output or a list of outputs.
 
-    Uses the double-pullback construction (PyTensor's default for
-    ``pushforward``): it works through every op that has a gradient, ``scan``
-    included, and PyTensor's rewrites remove the auxiliary cotangent.
+    Uses the ops' own R-operators (one forward sweep carrying primal and tangent
+    values: for ``scan``, a single loop); when some op lacks one, falls back to
+    PyTensor's double-pullback construction, which works through every op
+    that has a gradient.
     """
     from pytensor.gradient import pushforward
 
-    return pushforward(f, wrt, tangents, disconnected_outputs="ignore")
+    try:
+        return pushforward(f, wrt, tangents, disconnected_outputs="ignore", use_op_pushforward=True)
+    except (NotImplementedError, TypeError, ValueError, AttributeError) as exc:
+        log.debug("op-level pushforward unavailable (%s); using the double-pullback construction", exc)
+        return pushforward(f, wrt, tangents, disconnected_outputs="ignore")
 
 
-def gauss_newton_graph(cost, p, s, v_parts):
-    """Return ``J^T H_L J v`` as parameter-shaped pieces.
+def _loss_hessian_product(cost, split, jv):
+    """``H_L Jv``: the derivative of ``<dL/ds, Jv>`` with ``Jv`` held fixed."""
+    import pytensor.tensor as pt
+    from pytensor.gradient import disconnected_grad, grad
+
+    jv = disconnected_grad(jv)
+    dl_ds = grad(cost, split, disconnected_inputs="ignore")
+    return disconnected_grad(grad(pt.sum(dl_ds * jv), split, disconnected_inputs="ignore"))
+
+
+def gauss_newton_graph(terms, p, v_parts):
+    """Return ``sum_k c_k J_kᵀ H_k J_k v`` as parameter-shaped pieces.
 
     Parameters
     ----------
-    cost : scalar Variable
-        The loss, a function of ``s`` (and possibly of the parameters through ``s`` only).
+    terms : list of (cost, split, coefficient)
+        Each term is a loss convex in its split; ``coefficient`` is a scalar
+        variable or None (= 1). The model's loss at ``s`` is one term,
+        structural damping at ``ha`` another.
     p : list of shared variables
-    s : Variable
-        The split: the loss must be convex in ``s`` for ``G`` to be PSD.
     v_parts : list of Variables shaped like ``p``
-    """
-    import pytensor.tensor as pt
-    from pytensor.gradient import disconnected_grad, grad, pullback
 
-    jv = disconnected_grad(_pushforward(s, p, v_parts))
-    dl_ds = grad(cost, s, disconnected_inputs="ignore")
-    hjv = grad(pt.sum(dl_ds * jv), s, disconnected_inputs="ignore")
-    hjv = disconnected_grad(hjv)
-    return pullback(s, p, hjv, disconnected_inputs="ignore")
+    All forward products are taken in one pushforward and all backward
+    products in one pullback, so a recurrent network runs one forward and one
+    backward loop per product whatever the number of terms.
+    """
+    from pytensor.gradient import pullback
+
+    splits = [split for _, split, _ in terms]
+    jvs = _pushforward(splits, p, v_parts)
+    cotangents = []
+    for (cost, split, coef), jv in zip(terms, jvs):
+        hjv = _loss_hessian_product(cost, split, jv)
+        cotangents.append(hjv if coef is None else coef.astype(hjv.dtype) * hjv)
+    return pullback(splits, p, cotangents, disconnected_inputs="ignore")
 
 
 def structural_damping_distance(h):
@@ -106,12 +129,13 @@ def build_curvature_graphs(spec, layout) -> CurvatureGraphs:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        gv_parts = gauss_newton_graph(cost, p, spec.s, v_parts)
+        gv_parts = gauss_newton_graph([(cost, spec.s, None)], p, v_parts)
         structural = None
         if spec.h is not None:
-            sd_parts = gauss_newton_graph(structural_damping_distance(spec.h), p, spec.ha, v_parts)
+            distance = structural_damping_distance(spec.h)
+            sd_parts = gauss_newton_graph([(distance, spec.ha, None)], p, v_parts)
             structural = layout.symbolic_concat([x.astype(layout.dtype) for x in sd_parts])
-            gv_parts = [a + coefficient.astype(a.dtype) * b for a, b in zip(gv_parts, sd_parts)]
+            gv_parts = gauss_newton_graph([(cost, spec.s, None), (distance, spec.ha, coefficient)], p, v_parts)
         gauss_newton = layout.symbolic_concat([x.astype(layout.dtype) for x in gv_parts])
 
         gdotv = pt.add(*[pt.sum(gi * vi) for gi, vi in zip(g_parts, v_parts)]) if len(p) > 1 else pt.sum(g_parts[0] * v_parts[0])

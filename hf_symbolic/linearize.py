@@ -145,8 +145,9 @@ class PartialEvaluation:
 def _rewrite(fgraph: FunctionGraph) -> None:
     names = set(optdb.__position__)
     # ``scan_merge`` would fuse independent loops into one before they are
-    # split; the final compilation merges them again.
-    exclude = sorted(names.difference(_REWRITE_STAGES)) + ["scan_merge"]
+    # split; the final compilation merges them again.  ``scan_push_out_add``
+    # is replaced by this module's accumulator push-out (no transposed copy).
+    exclude = sorted(names.difference(_REWRITE_STAGES)) + ["scan_merge", "scan_push_out_add"]
     query = RewriteDatabaseQuery(include=["fast_run"], exclude=exclude)
     optdb.query(query).rewrite(fgraph)
 
@@ -206,10 +207,13 @@ def _constant_fill_value(var):
         shape = [ref.shape[i] for i in range(ref.ndim)]
     else:
         return None
-    try:
-        const = get_scalar_constant_value(value)
-    except NotScalarConstantError:
-        return None
+    if isinstance(value, Constant) and getattr(value.data, "size", 0) == 1:
+        const = value.data.reshape(()).item()
+    else:
+        try:
+            const = get_scalar_constant_value(value)
+        except NotScalarConstantError:
+            return None
     if len(shape) != var.ndim:
         return None
     return const, shape
@@ -235,7 +239,7 @@ def _inline_constant_seqs(args: ScanArgs) -> bool:
             dims.append(dim_in)
         filled = pt.alloc(pt.constant(const, dtype=inner.dtype), *dims)
         filled = pt.specify_shape(filled, inner.type.shape) if inner.ndim else filled
-        replace[inner] = pt.unbroadcast(filled) if hasattr(pt, "unbroadcast") else filled
+        replace[inner] = filled
     if not replace:
         return False
     new_outs = clone_replace(args.inner_outputs + args.cond, replace=replace)
@@ -607,10 +611,6 @@ def _keep_used(inner: list, outer: list, used: set):
 # moving products out of the time loop
 
 
-def _step_invariant_shape(var, args: ScanArgs) -> bool:
-    return var in args.inner_in_non_seqs or isinstance(var, Constant)
-
-
 def _outer_for(var, args: ScanArgs):
     """Outer counterpart of an inner seq / non-seq / constant (None otherwise)."""
     if var in args.inner_in_seqs:
@@ -714,6 +714,25 @@ def _last_step_clients(fgraph: FunctionGraph, outer_out, n_steps):
             return None
         result.append(client.outputs[0])
     return result
+
+
+def _untranspose_steps(var):
+    """X if ``var`` is ``X.transpose(0, 2, 1)`` (through SpecifyShape), else None."""
+    while var.owner is not None and isinstance(var.owner.op, SpecifyShape):
+        var = var.owner.inputs[0]
+    if var.owner is not None and isinstance(var.owner.op, Subtensor):
+        idx = get_idx_list(var.owner.inputs, var.owner.op.idx_list)
+        if len(idx) == 1 and isinstance(idx[0], slice):
+            base = _untranspose_steps(var.owner.inputs[0])
+            return None if base is None else base[idx[0]]
+        return None
+    if (
+        var.owner is not None
+        and isinstance(var.owner.op, DimShuffle)
+        and tuple(var.owner.op.new_order) == (0, 2, 1)
+    ):
+        return var.owner.inputs[0]
+    return None
 
 
 def _push_out_accumulators(fgraph: FunctionGraph) -> bool:
@@ -856,7 +875,13 @@ def _push_out_accumulators(fgraph: FunctionGraph) -> bool:
                     )
                 elif part[0] == "dot":
                     P, Q = get(part[1]), get(part[2])  # (T, M, K), (T, K, N)
-                    val = pt.tensordot(P, Q, axes=[[0, 2], [0, 1]])
+                    X = _untranspose_steps(P)
+                    if X is not None:  # P = X.transpose(0, 2, 1): use X's memory as is
+                        val = pt.dot(
+                            X.reshape((-1, X.shape[2])).T, Q.reshape((-1, Q.shape[2]))
+                        )
+                    else:
+                        val = pt.tensordot(P, Q, axes=[[0, 2], [0, 1]])
                 else:
                     E = get(part[1])
                     axes = (0,) + tuple(a + 1 for a in part[2])
@@ -961,6 +986,7 @@ def partial_eval(
     rewrite: bool = True,
     recompute_cheap: bool = True,
     split_scans: bool = True,
+    push_out: bool = True,
 ) -> PartialEvaluation:
     """Split a graph into values independent of ``varying`` and a graph of the rest.
 
@@ -986,6 +1012,11 @@ def partial_eval(
     split_scans : bool, default True
         Split scans that carry independent and dependent recurrent states
         together into a primal scan (a residual) and a tangent scan.
+    push_out : bool, default True
+        After splitting, move ``dot`` products of sequences with loop
+        invariants out of scans (one large product over all steps) and turn
+        ``acc += dot(P_t, Q_t)`` accumulators whose final value alone is used
+        into one product over all steps.  Needs ``rewrite``.
 
     Returns
     -------
@@ -1052,7 +1083,7 @@ def partial_eval(
             _rewrite(fgraph)
         if _merge_equivalent_scans(fgraph) and rewrite:
             _rewrite(fgraph)
-    if rewrite:
+    if rewrite and push_out:
         for _ in range(10):
             a = _push_out_seq_dots(fgraph)
             b = _push_out_accumulators(fgraph)

@@ -76,6 +76,16 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         The curvature matrix used by :meth:`train`.
     mode : str or pytensor Mode, optional
         Passed to ``pytensor.function``.
+    cache_forward : bool
+        Compute the direction-independent part of the Gauss-Newton product
+        (the forward pass on the CG batch) once per CG run and reuse it for
+        every product (see :mod:`hf_symbolic.linearize`). Same results, fewer
+        operations; False compiles the plain product.
+    case_axes : int, None or list, optional
+        For each input, the axis that indexes cases (None: the whole array is
+        one case). Used only to split a batch into single cases for the
+        preconditioner's per-case gradients. Default: axis 1 for 3-D inputs
+        (``(time, cases, features)`` sequences), axis 0 otherwise.
 
     Examples
     --------
@@ -93,8 +103,15 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
     [0.667, 0.667, 0.667]
     """
 
-    def __init__(self, p, inputs, s, costs, h=None, ha=None, *, curvature="gauss-newton", mode=None):
+    def __init__(self, p, inputs, s, costs, h=None, ha=None, *, curvature="gauss-newton", mode=None, case_axes=None,
+                 cache_forward=True):
         self._spec = check_model(p, inputs, s, costs, h, ha, curvature)
+        self.case_axes = self._check_case_axes(case_axes)
+        self.cache_forward = bool(cache_forward)
+        if mode is None:
+            from .backend import default_mode
+
+            mode = default_mode()
         self._mode = check_mode(mode)
         self.mode = mode
         self.p = list(self._spec.p)
@@ -107,6 +124,20 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         self._functions = {}
         self.compile_seconds = 0.0
         self.result = None
+
+    def _check_case_axes(self, case_axes):
+        inputs = self._spec.inputs
+        if case_axes is None:
+            return tuple(1 if x.ndim == 3 else (0 if x.ndim >= 1 else None) for x in inputs)
+        if isinstance(case_axes, (int, np.integer)) or case_axes is None:
+            case_axes = [case_axes] * len(inputs)
+        case_axes = list(case_axes)
+        if len(case_axes) != len(inputs):
+            raise ModelSpecError(f"case_axes has {len(case_axes)} entries, expected one per input ({len(inputs)})")
+        for i, (ax, x) in enumerate(zip(case_axes, inputs)):
+            if ax is not None and not (isinstance(ax, (int, np.integer)) and -x.ndim <= ax < x.ndim):
+                raise ModelSpecError(f"case_axes[{i}]={ax!r} is not an axis of input {i} (ndim {x.ndim})")
+        return tuple(None if ax is None else int(ax) % inputs[i].ndim for i, ax in enumerate(case_axes))
 
     # -- compilation --------------------------------------------------------
     @property
@@ -197,7 +228,156 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         v = self.layout.check(v, "v")
         return np.asarray(self._function("hessian")(v, *self._batch(batch)))
 
+    def per_case_squared_gradient(self, batch):
+        """Mean over cases of the squared per-case gradients, ``(1/N) Σ_i g_i ⊙ g_i``.
+
+        The diagonal of the empirical Fisher matrix, used by Martens' preconditioner
+        (Martens 2010 §4.7). Cases are split along :attr:`case_axes`; each case's
+        gradient is the gradient of ``costs[0]`` on a one-case batch.
+        """
+        batch = self._batch(batch)
+        sizes = {a.shape[ax] for a, ax in zip(batch, self.case_axes) if ax is not None}
+        if len(sizes) > 1:
+            from .errors import BatchError
+
+            raise BatchError(f"inputs disagree on the number of cases along case_axes {self.case_axes}: {sorted(sizes)}")
+        n = sizes.pop() if sizes else 1
+        fn = self._function("gradient")
+        acc = np.zeros(self.layout.size, dtype=np.float64)
+        for i in range(n):
+            one = [a if ax is None else np.take(a, [i], axis=ax) for a, ax in zip(batch, self.case_axes)]
+            g = np.asarray(fn(*one)[0], dtype=np.float64)
+            acc += g * g
+        return (acc / n).astype(self.layout.dtype)
+
+    # -- training -----------------------------------------------------------
+    def train(
+        self,
+        gradient_dataset,
+        cg_dataset,
+        initial_lambda=0.1,
+        mu=0.03,
+        global_backtracking=False,
+        preconditioner=False,
+        max_cg_iterations=250,
+        num_updates=100,
+        validation=None,
+        validation_frequency=1,
+        patience=np.inf,
+        save_progress=None,
+        *,
+        callback=None,
+        history_file=None,
+        **options,
+    ):
+        """Train with Hessian-free optimization (the 2012 signature, plus keyword-only options).
+
+        Parameters
+        ----------
+        gradient_dataset : dataset
+            Yields the batches of the gradient (and of the objective used by
+            backtracking, the reduction ratio and the line search):
+            ``iterate(update=True)`` must give new batches each update.
+        cg_dataset : dataset
+            Yields the batches of the curvature products; held fixed during one
+            CG run (``iterate(update=False)``), advanced after it.
+        initial_lambda : float
+            Initial Tikhonov damping λ.
+        mu : float
+            Structural damping coefficient: the structural term is weighted λ·μ
+            (needs ``h`` in the constructor).
+        global_backtracking : bool
+            Choose the best kept CG iterate overall instead of Martens' walk back.
+        preconditioner : bool
+            Martens' diagonal preconditioner ``(diag(mean_i g_i²) + λ)^α`` from
+            per-case gradients on the CG batch.
+        max_cg_iterations : int
+        num_updates : int
+            Total number of updates (a resumed run counts its earlier ones).
+        validation : dataset, callable or None
+            A dataset whose batches are averaged, or a callable returning a list
+            of costs; the first is used for early stopping and best parameters.
+        validation_frequency : int
+        patience : int or numpy.inf
+            Stop after this many updates without a better validation cost.
+        save_progress : str or path, optional
+            Checkpoint file written atomically after every update; calling
+            ``train`` again with the same arguments resumes exactly.
+        callback : callable, optional
+            ``callback(stats)`` with the :class:`~hf_symbolic.stats.UpdateStats`
+            of each update; raising ``StopIteration`` stops training cleanly.
+        history_file : str or path, optional
+            JSON-lines file with one record per update.
+        **options
+            Any field of :class:`~hf_symbolic.training.TrainOptions`:
+            ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
+            ``cg_window_min`` (10), ``cg_window_frac`` (0.1), ``cg_grid_gamma``
+            (1.3), ``cg_grid_start`` (1; Martens' code uses 5), ``backtracking``,
+            ``line_search``, ``armijo_c`` (1e-2), ``line_search_shrink`` (0.8),
+            ``line_search_tries`` (60), ``preconditioner_exponent`` (0.75),
+            ``damping`` (a :class:`~hf_symbolic.damping.DampingRule`),
+            ``max_failures`` (5), ``time_budget`` (seconds).
+
+        Returns
+        -------
+        list of ndarray
+            The best parameters (lowest validation cost, or the final ones
+            without validation), also set on ``p``. The full record is in
+            :attr:`result` (a :class:`~hf_symbolic.stats.TrainResult`).
+        """
+        from .training import TrainOptions, train
+
+        try:
+            opts = TrainOptions(
+                initial_lambda=initial_lambda, mu=mu, global_backtracking=global_backtracking,
+                preconditioner=preconditioner, max_cg_iterations=max_cg_iterations, num_updates=num_updates,
+                validation_frequency=validation_frequency, patience=patience, **options,
+            )
+        except TypeError as exc:
+            from .errors import ArgumentError
+
+            known = sorted(TrainOptions.__dataclass_fields__)
+            raise ArgumentError(f"unknown training option in {sorted(options)}: expected some of {known}") from exc
+        result = train(self, gradient_dataset, cg_dataset, opts, validation=validation, save_progress=save_progress,
+                       callback=callback, history_file=history_file)
+        return result.params
+
+    def _cached_gv_functions(self):
+        """``(residuals_fn, product_fn)`` of the partially evaluated Gauss-Newton product, or None."""
+        key = "gauss_newton_cached"
+        if key in self._functions:
+            return self._functions[key]
+        import pytensor
+
+        from .linearize import partial_eval
+
+        g = self._graphs
+        varying = [g.v, g.coefficient] if self.has_structural_damping else [g.v]
+        t0 = time.perf_counter()
+        try:
+            pe = partial_eval([g.gauss_newton], varying)
+            f_res = pytensor.function(self.inputs, list(pe.residuals), mode=self._mode, on_unused_input="ignore",
+                                      name="hf_forward_cache")
+            f_gv = pytensor.function([*varying, *pe.placeholders], pe.outputs[0], mode=self._mode,
+                                     on_unused_input="ignore", name="hf_gauss_newton_cached")
+            fns = (f_res, f_gv)
+        except Exception as exc:  # any failure of the rewrite falls back to the plain product
+            log.warning("cached forward pass unavailable for this graph (%s: %s); using the plain product",
+                        type(exc).__name__, exc)
+            fns = None
+        self.compile_seconds += time.perf_counter() - t0
+        self._functions[key] = fns
+        return fns
+
     def _gv_function(self, batch, coefficient):
+        cached = self._cached_gv_functions() if self.cache_forward else None
+        if cached is not None:
+            f_res, f_gv = cached
+            residuals = list(f_res(*batch))
+            if self.has_structural_damping:
+                c = np.asarray(coefficient, dtype=self.layout.dtype)
+                return lambda v: np.asarray(f_gv(v, c, *residuals))
+            return lambda v: np.asarray(f_gv(v, *residuals))
         fn = self._function("gauss_newton")
         if self.has_structural_damping:
             c = np.asarray(coefficient, dtype=self.layout.dtype)

@@ -35,6 +35,15 @@ def _ancestors(outputs):
     return set(ancestors(list(outputs)))
 
 
+def _missing_inputs(ancestors, known) -> list:
+    """Descriptions of the free symbolic roots among ``ancestors`` that are not in ``known``."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import Constant
+
+    free = [x for x in ancestors if x.owner is None and not isinstance(x, (SharedVariable, Constant))]
+    return sorted(_describe(x) for x in free if x not in known)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A validated model: parameters, inputs, split, costs and structural-damping units."""
@@ -87,9 +96,10 @@ def check_model(p, inputs, s, costs, h=None, ha=None, curvature="gauss-newton") 
             raise ModelSpecError(
                 f"p[{i}] must be a PyTensor shared variable (pytensor.shared(...)), got {_describe(x)}"
             )
-        dtype = np.dtype(x.dtype)
-        if dtype.kind != "f":
-            raise ModelSpecError(f"p[{i}] ({_describe(x)}) must have a floating dtype, got {dtype}")
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or np.dtype(dtype).kind != "f":
+            got = np.dtype(dtype) if dtype is not None else f"no dtype (type {x.type})"
+            raise ModelSpecError(f"p[{i}] ({_describe(x)}) must have a floating dtype, got {got}")
     seen = {}
     for i, x in enumerate(p):
         if id(x) in seen:
@@ -104,9 +114,13 @@ def check_model(p, inputs, s, costs, h=None, ha=None, curvature="gauss-newton") 
             raise ModelSpecError(
                 f"inputs[{i}] must be a free symbolic variable such as pytensor.tensor.matrix(), got {_describe(x)}"
             )
-    ids = [id(x) for x in inputs]
-    if len(set(ids)) != len(ids):
-        raise ModelSpecError("inputs holds the same variable twice")
+    first = {}
+    for i, x in enumerate(inputs):
+        if id(x) in first:
+            raise ModelSpecError(
+                f"inputs[{i}] ({_describe(x)}) duplicates inputs[{first[id(x)]}]: each input must appear once"
+            )
+        first[id(x)] = i
 
     # costs -----------------------------------------------------------------
     if _is_variable(costs):
@@ -139,12 +153,12 @@ def check_model(p, inputs, s, costs, h=None, ha=None, curvature="gauss-newton") 
     cost_anc = _ancestors([costs[0]])
     if s not in cost_anc:
         raise ModelSpecError(f"costs[0] does not depend on s ({_describe(s)}): the split must lie on the path to the cost")
-    free = [x for x in cost_anc if x.owner is None and not isinstance(x, (SharedVariable, Constant))]
-    unknown = [x for x in free if x not in set(inputs)]
-    if unknown:
-        raise ModelSpecError(
-            f"costs[0] depends on symbolic variables missing from inputs: {[_describe(x) for x in unknown]}"
-        )
+    known = set(inputs)
+    for i, c in enumerate(costs):
+        anc = cost_anc if i == 0 else _ancestors([c])
+        unknown = _missing_inputs(anc, known)
+        if unknown:
+            raise ModelSpecError(f"costs[{i}] depends on symbolic variables missing from inputs: {unknown}")
     not_reaching = [i for i, x in enumerate(p) if x not in cost_anc]
     if not_reaching:
         raise ModelSpecError(
@@ -174,6 +188,9 @@ def check_model(p, inputs, s, costs, h=None, ha=None, curvature="gauss-newton") 
                 "h is not computed from ha: ha must be the pre-activation of h in the outer graph "
                 "(e.g. return ha from scan and take h = tanh(ha) outside it), not a sibling output of the same scan"
             )
+        unknown = _missing_inputs(_ancestors([h, ha]), known)
+        if unknown:
+            raise ModelSpecError(f"h depends on symbolic variables missing from inputs: {unknown}")
 
     return ModelSpec(tuple(p), tuple(inputs), s, tuple(costs), h, ha, curvature)
 

@@ -1,0 +1,202 @@
+"""Stochastic gradient descent with momentum: the first-order baseline, with HF's interface.
+
+:class:`sgd_optimizer` takes the same constructor arguments as
+:class:`~hf_symbolic.hf_optimizer` and a :meth:`~sgd_optimizer.train` with the
+same datasets, validation, early stopping, checkpoints, callback and result
+record, so that comparing HF with SGD is one switch in a script.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import numpy as np
+
+from .checkpoint import CheckpointLock, load_checkpoint, save_checkpoint
+from .errors import ArgumentError, CheckpointMismatchError, NumericalFailureError
+from .optimizer import hf_optimizer
+from .stats import STOP_REASONS, HistoryWriter, TrainResult, UpdateStats
+from .training import _check_dataset, _validate
+
+__all__ = ["sgd_optimizer"]
+
+log = logging.getLogger("hf_symbolic.sgd")
+
+
+class _SGDRun:
+    """The part of the HF run state that validation bookkeeping needs."""
+
+    def __init__(self, opt, validation_frequency):
+        from types import SimpleNamespace
+
+        self.opt = opt
+        self.o = SimpleNamespace(validation_frequency=validation_frequency)
+        self.best_theta = opt.get_flat()
+        self.best_update = 0
+        self.best_validation = None
+        self.nfev = 0
+
+
+class sgd_optimizer(hf_optimizer):  # noqa: N801
+    """SGD with (heavy-ball) momentum on the same model specification as :class:`hf_optimizer`.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt
+    >>> from hf_symbolic import BatchDataset
+    >>> w = pytensor.shared(np.zeros(1), name="w")
+    >>> x, y = pt.matrix("x"), pt.vector("y")
+    >>> s = pt.dot(x, w)
+    >>> opt = sgd_optimizer([w], [x, y], s, [pt.mean((s - y) ** 2)], mode="FAST_COMPILE")
+    >>> data = BatchDataset([np.ones((4, 1)), np.full(4, 2.0)], 4, seed=0)
+    >>> params = opt.train(data, learning_rate=0.1, momentum=0.0, num_updates=50)
+    >>> round(float(params[0][0]), 4)
+    2.0
+    """
+
+    def train(
+        self,
+        gradient_dataset,
+        cg_dataset=None,
+        learning_rate=0.01,
+        momentum=0.9,
+        num_updates=100,
+        validation=None,
+        validation_frequency=1,
+        patience=np.inf,
+        save_progress=None,
+        *,
+        steps_per_update=1,
+        callback=None,
+        history_file=None,
+        time_budget=None,
+        max_failures=5,
+    ):
+        """Train with SGD. One *update* is ``steps_per_update`` passes over ``gradient_dataset.iterate()``,
+        one parameter step per batch. ``cg_dataset`` is accepted and ignored (interface parity with HF).
+
+        Returns the best parameters (list of arrays); the record is in :attr:`result`.
+        """
+        _check_dataset(gradient_dataset, "gradient_dataset")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ArgumentError(f"learning_rate={learning_rate!r} is invalid: expected a finite number > 0")
+        if not (0 <= momentum < 1):
+            raise ArgumentError(f"momentum={momentum!r} is invalid: expected a number in [0, 1)")
+        for name, v in (("steps_per_update", steps_per_update), ("validation_frequency", validation_frequency)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ArgumentError(f"{name}={v!r} is invalid: expected an integer >= 1")
+        run = _SGDRun(self, validation_frequency)
+        velocity = np.zeros(self.layout.size, dtype=self.layout.dtype)
+        update = 0
+        failures = 0
+        history = []
+        datasets = {"gradient_dataset": gradient_dataset}
+        if validation is not None and not callable(validation):
+            datasets["validation"] = validation
+        signature = [[x.name or f"p{i}", list(s), str(x.dtype)] for i, (x, s) in enumerate(zip(self.p, self.layout.shapes))]
+        options = dict(method="sgd", learning_rate=learning_rate, momentum=momentum, steps_per_update=steps_per_update)
+        lock = None
+        if save_progress is not None:
+            save_progress = os.fspath(save_progress)
+            lock = CheckpointLock(save_progress).acquire()
+        try:
+            resumed = False
+            if save_progress is not None and os.path.exists(save_progress):
+                arrays, meta = load_checkpoint(save_progress)
+                if meta.get("signature") != signature or meta.get("options") != options:
+                    raise CheckpointMismatchError(f"checkpoint {save_progress} belongs to another model or SGD configuration")
+                for name, ds in datasets.items():
+                    st = meta["datasets"].get(name)
+                    if st is not None and hasattr(ds, "load_state_dict"):
+                        pre = f"{name}/"
+                        ds.load_state_dict({"json": st, "arrays": {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}})
+                self.set_flat(arrays["theta"])
+                velocity = arrays["velocity"].astype(self.layout.dtype)
+                run.best_theta = arrays["best_theta"]
+                update, run.best_update = int(meta["update"]), int(meta["best_update"])
+                bv = meta["best_validation"]
+                run.best_validation = None if bv is None else tuple(bv)
+                history = [UpdateStats.from_json(d) for d in meta["history"]]
+                resumed = True
+            writer = HistoryWriter(history_file, truncate_to=update if resumed else None) if history_file else None
+            start = time.perf_counter()
+            status = "num_updates"
+            lr = np.asarray(learning_rate, dtype=self.layout.dtype)
+            mom = np.asarray(momentum, dtype=self.layout.dtype)
+            try:
+                while update < num_updates:
+                    if time_budget is not None and time.perf_counter() - start >= time_budget:
+                        status = "time_budget"
+                        break
+                    if run.best_validation is not None and update - run.best_update >= patience:
+                        status = "patience"
+                        break
+                    t0 = time.perf_counter()
+                    update += 1
+                    theta = self.get_flat()
+                    first_costs, failure, gnorm = None, "", 0.0
+                    for _ in range(steps_per_update):
+                        for batch in gradient_dataset.iterate(update=True):
+                            g, costs = self.gradient(batch)
+                            if first_costs is None:
+                                first_costs, gnorm = tuple(costs), float(np.linalg.norm(g))
+                            if not (np.all(np.isfinite(g)) and math.isfinite(costs[0])):
+                                failure = "nonfinite cost or gradient"
+                                break
+                            velocity = mom * velocity - lr * g
+                            theta = theta + velocity
+                        if failure:
+                            break
+                    if failure or not np.all(np.isfinite(theta)):
+                        failure = failure or "nonfinite parameters"
+                        failures += 1
+                        velocity[:] = 0
+                        if failures >= max_failures:
+                            raise NumericalFailureError(f"SGD stopped at update {update}: {failures} consecutive non-finite updates")
+                    else:
+                        failures = 0
+                        self.set_flat(theta)
+                    val = _validate(run, validation, update, {})
+                    stats = UpdateStats(
+                        update=update, costs=first_costs or (math.nan,), validation=val, lambda_=0.0, next_lambda=0.0,
+                        rho=math.nan, cg_iterations=0, cg_status="", chosen_iterate=0, step=float(learning_rate),
+                        accepted=not failure, new_cost=math.nan, grad_norm=gnorm, step_norm=float(np.linalg.norm(velocity)),
+                        failure=failure, seconds=time.perf_counter() - t0,
+                    )
+                    history.append(stats)
+                    if writer is not None:
+                        writer.write(stats)
+                    if save_progress is not None:
+                        arrays = {"theta": self.get_flat(), "velocity": velocity, "best_theta": run.best_theta}
+                        meta = dict(signature=signature, options=options, update=update, best_update=run.best_update,
+                                    best_validation=None if run.best_validation is None else list(run.best_validation),
+                                    history=[h.to_json() for h in history], datasets={})
+                        for name, ds in datasets.items():
+                            if hasattr(ds, "state_dict"):
+                                st = ds.state_dict()
+                                meta["datasets"][name] = st["json"]
+                                arrays.update({f"{name}/{k}": v for k, v in st["arrays"].items()})
+                        save_checkpoint(save_progress, arrays, meta)
+                    if callback is not None:
+                        try:
+                            callback(stats)
+                        except StopIteration:
+                            status = "callback"
+                            break
+            except KeyboardInterrupt:
+                status = "interrupted"
+        finally:
+            if lock is not None:
+                lock.release()
+        x = run.best_theta if run.best_validation is not None else self.get_flat()
+        self.set_flat(x)
+        self.result = TrainResult(
+            x=np.array(x), params=self.unflatten(x), status=status, message=STOP_REASONS[status],
+            success=status != "interrupted", updates=update,
+            best_update=run.best_update if run.best_validation is not None else update,
+            best_validation=run.best_validation, history=tuple(history), lambda_=0.0, nfev=run.nfev, njev=0, nhev=0,
+        )
+        return self.result.params

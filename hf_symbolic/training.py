@@ -1,0 +1,495 @@
+"""The Hessian-free training loop (Martens 2010; Martens & Sutskever 2011, 2012).
+
+One update:
+
+1. gradient ``g`` and the costs on the gradient batch;
+2. the damped curvature ``B = G + λI (+ λμ·structural)`` on the CG batch;
+3. preconditioned CG on ``B p = -g`` from ``cg_decay ×`` the previous solution,
+   stopped by Martens' relative-progress rule, iterates kept on a
+   ``ceil(γ^j)`` grid;
+4. backtracking over the kept iterates on the gradient batch's objective;
+5. the reduction ratio ``ρ`` of that step against the *undamped* quadratic
+   ``q(p) = gᵀp + ½ pᵀGp`` and the Levenberg-Marquardt rule for ``λ``;
+6. an Armijo line search along the chosen step; the parameters change only
+   when the new cost is finite;
+7. validation, early stopping, history record, checkpoint, callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .cg import backtrack, conjugate_gradient
+from .checkpoint import CheckpointLock, load_checkpoint, save_checkpoint
+from .damping import DampingRule, reduction_ratio
+from .errors import ArgumentError, CheckpointMismatchError, NumericalFailureError
+from .linesearch import armijo
+from .stats import STOP_REASONS, HistoryWriter, TrainResult, UpdateStats
+
+__all__ = ["TrainOptions", "train"]
+
+log = logging.getLogger("hf_symbolic.train")
+
+#: Options whose change between a run and its resumption is allowed (they do not alter past updates).
+_RESUMABLE_CHANGES = {"num_updates", "patience", "time_budget", "max_failures"}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Every setting of :meth:`hf_optimizer.train` (see its docstring)."""
+
+    initial_lambda: float = 0.1
+    mu: float = 0.03
+    global_backtracking: bool = False
+    preconditioner: bool = False
+    max_cg_iterations: int = 250
+    num_updates: int = 100
+    validation_frequency: int = 1
+    patience: float = math.inf
+    cg_decay: float = 0.95
+    min_cg_iterations: int = 1
+    cg_epsilon: float = 5e-4
+    cg_window_min: int = 10
+    cg_window_frac: float = 0.1
+    cg_grid_gamma: float = 1.3
+    cg_grid_start: float = 1.0
+    backtracking: bool = True
+    line_search: bool = True
+    armijo_c: float = 1e-2
+    line_search_shrink: float = 0.8
+    line_search_tries: int = 60
+    preconditioner_exponent: float = 0.75
+    damping: DampingRule = field(default_factory=DampingRule)
+    max_failures: int = 5
+    time_budget: float | None = None
+
+    def __post_init__(self):
+        def bad(name, value, expected):
+            raise ArgumentError(f"{name}={value!r} is invalid: expected {expected}")
+
+        lam = self.initial_lambda
+        if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam > 0):
+            bad("initial_lambda", lam, "a finite number > 0")
+        if not (math.isfinite(self.mu) and self.mu >= 0):
+            bad("mu", self.mu, "a finite number >= 0")
+        for name in ("max_cg_iterations", "min_cg_iterations", "validation_frequency", "line_search_tries", "max_failures", "cg_window_min"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                bad(name, v, "an integer >= 1")
+        if not isinstance(self.num_updates, (int, np.integer)) or isinstance(self.num_updates, bool) or self.num_updates < 0:
+            bad("num_updates", self.num_updates, "an integer >= 0")
+        if self.min_cg_iterations > self.max_cg_iterations:
+            bad("min_cg_iterations", self.min_cg_iterations, f"at most max_cg_iterations={self.max_cg_iterations}")
+        if not (0 <= self.cg_decay <= 1):
+            bad("cg_decay", self.cg_decay, "a number in [0, 1]")
+        if not (self.patience > 0):
+            bad("patience", self.patience, "a number > 0 (numpy.inf for none)")
+        if not (0 < self.armijo_c < 1):
+            bad("armijo_c", self.armijo_c, "a number in (0, 1)")
+        if not (0 < self.line_search_shrink < 1):
+            bad("line_search_shrink", self.line_search_shrink, "a number in (0, 1)")
+        if not (0 <= self.preconditioner_exponent <= 1):
+            bad("preconditioner_exponent", self.preconditioner_exponent, "a number in [0, 1]")
+        if not (self.cg_epsilon >= 0):
+            bad("cg_epsilon", self.cg_epsilon, "a number >= 0")
+        if self.time_budget is not None and not (self.time_budget > 0):
+            bad("time_budget", self.time_budget, "None or a number of seconds > 0")
+        if not isinstance(self.damping, DampingRule):
+            bad("damping", self.damping, "a hf_symbolic.damping.DampingRule")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["patience"] = None if math.isinf(self.patience) else self.patience
+        return d
+
+
+def _check_dataset(ds, name):
+    if ds is None or not hasattr(ds, "iterate") or not hasattr(ds, "update"):
+        raise ArgumentError(
+            f"{name} must be a dataset with iterate(update) and update() methods "
+            f"(hf_symbolic.SequenceDataset or BatchDataset), got {type(ds).__name__}"
+        )
+
+
+def _finite(*xs) -> bool:
+    return all(np.all(np.isfinite(x)) for x in xs)
+
+
+class _Run:
+    """State of one training run; everything a checkpoint must hold lives here."""
+
+    def __init__(self, opt, opts: TrainOptions):
+        self.opt = opt
+        self.o = opts
+        n = opt.layout.size
+        self.update = 0
+        self.lam = float(opts.initial_lambda)
+        self.cg_x = np.zeros(n, dtype=opt.layout.dtype)
+        self.best_theta = opt.get_flat()
+        self.best_update = 0
+        self.best_validation = None
+        self.failures = 0
+        self.history: list[UpdateStats] = []
+        self.nfev = self.njev = self.nhev = 0
+
+    # -- checkpoint (de)serialization -----------------------------------------
+    def signature(self):
+        return [[x.name or f"p{i}", list(s), str(x.dtype)] for i, (x, s) in enumerate(zip(self.opt.p, self.opt.layout.shapes))]
+
+    def to_checkpoint(self, datasets):
+        arrays = {"theta": self.opt.get_flat(), "best_theta": self.best_theta, "cg_x": self.cg_x}
+        meta = {
+            "signature": self.signature(),
+            "curvature": self.opt.curvature,
+            "options": self.o.to_json(),
+            "update": self.update,
+            "lambda": self.lam,
+            "best_update": self.best_update,
+            "best_validation": None if self.best_validation is None else list(self.best_validation),
+            "failures": self.failures,
+            "history": [s.to_json() for s in self.history],
+            "datasets": {},
+        }
+        for name, ds in datasets.items():
+            if ds is not None and hasattr(ds, "state_dict"):
+                st = ds.state_dict()
+                meta["datasets"][name] = st["json"]
+                for k, v in st["arrays"].items():
+                    arrays[f"{name}/{k}"] = v
+        return arrays, meta
+
+    def from_checkpoint(self, path, arrays, meta, datasets):
+        if meta.get("signature") != self.signature():
+            raise CheckpointMismatchError(
+                f"checkpoint {path} belongs to another model: its parameters are {meta.get('signature')}, "
+                f"this model's are {self.signature()}"
+            )
+        if meta.get("curvature") != self.opt.curvature:
+            raise CheckpointMismatchError(f"checkpoint {path} was made with curvature={meta.get('curvature')!r}, not {self.opt.curvature!r}")
+        saved = dict(meta.get("options", {}))
+        now = self.o.to_json()
+        changed = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+        if changed:
+            raise CheckpointMismatchError(
+                f"checkpoint {path} was made with other training options: "
+                + ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in changed)
+                + "; call train with the same arguments to resume, or use another save_progress path"
+            )
+        n = self.opt.layout.size
+        for key in ("theta", "best_theta", "cg_x"):
+            a = arrays.get(key)
+            if a is None or a.shape != (n,):
+                raise CheckpointMismatchError(f"checkpoint {path}: array {key!r} missing or not of shape ({n},)")
+        # everything validated that can be: now restore
+        for name, ds in datasets.items():
+            st = meta["datasets"].get(name)
+            if ds is None or st is None or not hasattr(ds, "load_state_dict"):
+                continue
+            prefix = f"{name}/"
+            ds.load_state_dict({"json": st, "arrays": {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
+        self.opt.set_flat(arrays["theta"])
+        self.best_theta = arrays["best_theta"].astype(self.opt.layout.dtype)
+        self.cg_x = arrays["cg_x"].astype(self.opt.layout.dtype)
+        self.update = int(meta["update"])
+        self.lam = float(meta["lambda"])
+        self.best_update = int(meta["best_update"])
+        bv = meta.get("best_validation")
+        self.best_validation = None if bv is None else tuple(float(x) for x in bv)
+        self.failures = int(meta["failures"])
+        self.history = [UpdateStats.from_json(d) for d in meta["history"]]
+
+
+def _mean_costs(opt, batches):
+    costs = [opt.cost(b) for b in batches]
+    return tuple(float(np.mean([c[i] for c in costs])) for i in range(len(costs[0])))
+
+
+def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=None, save_progress=None, callback=None, history_file=None):
+    """Run HF on ``opt``; see :meth:`hf_optimizer.train` for the meaning of every argument."""
+    _check_dataset(gradient_dataset, "gradient_dataset")
+    _check_dataset(cg_dataset, "cg_dataset")
+    if validation is not None and not callable(validation):
+        _check_dataset(validation, "validation")
+    if callback is not None and not callable(callback):
+        raise ArgumentError(f"callback must be callable, got {type(callback).__name__}")
+
+    run = _Run(opt, opts)
+    datasets = {"gradient_dataset": gradient_dataset, "cg_dataset": cg_dataset}
+    if validation is not None and not callable(validation):
+        datasets["validation"] = validation
+
+    lock = None
+    resumed = False
+    if save_progress is not None:
+        save_progress = os.fspath(save_progress)
+        missing = [n for n, d in datasets.items() if not hasattr(d, "state_dict")]
+        if missing:
+            log.warning("%s cannot save their position: a resumed run will not be identical", missing)
+        lock = CheckpointLock(save_progress).acquire()
+    try:
+        if save_progress is not None and os.path.exists(save_progress):
+            arrays, meta = load_checkpoint(save_progress)
+            run.from_checkpoint(save_progress, arrays, meta, datasets)
+            resumed = True
+            log.info("resumed from %s at update %d (lambda=%.4g)", save_progress, run.update, run.lam)
+        history = HistoryWriter(history_file, truncate_to=run.update if resumed else None) if history_file else None
+        return _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback, history, datasets)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback, history, datasets):
+    opt, o = run.opt, run.o
+    dtype = opt.layout.dtype
+    start = time.perf_counter()
+    status = "num_updates"
+    if run.update >= o.num_updates:
+        status = "already_done" if run.update > 0 else "num_updates"
+    try:
+        while run.update < o.num_updates:
+            if o.time_budget is not None and time.perf_counter() - start >= o.time_budget:
+                status = "time_budget"
+                break
+            if run.update - run.best_update >= o.patience and run.best_validation is not None:
+                status = "patience"
+                break
+            stats = _one_update(run, gradient_dataset, cg_dataset, validation, dtype)
+            run.history.append(stats)
+            if history is not None:
+                history.write(stats)
+            if save_progress is not None:
+                t0 = time.perf_counter()
+                arrays, meta = run.to_checkpoint(datasets)
+                save_checkpoint(save_progress, arrays, meta)
+                stats.timings["checkpoint"] = time.perf_counter() - t0
+            _log_update(stats)
+            if callback is not None:
+                try:
+                    callback(stats)
+                except StopIteration:
+                    status = "callback"
+                    break
+        else:
+            if run.update - run.best_update >= o.patience and run.best_validation is not None:
+                status = "patience"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        log.warning("interrupted at update %d; parameters restored to the best so far", run.update + 1)
+    x = run.best_theta if run.best_validation is not None else opt.get_flat()
+    opt.set_flat(x)
+    result = TrainResult(
+        x=x.copy(),
+        params=opt.unflatten(x),
+        status=status,
+        message=STOP_REASONS[status],
+        success=status != "interrupted",
+        updates=run.update,
+        best_update=run.best_update if run.best_validation is not None else run.update,
+        best_validation=run.best_validation,
+        history=tuple(run.history),
+        lambda_=run.lam,
+        nfev=run.nfev,
+        njev=run.njev,
+        nhev=run.nhev,
+    )
+    opt.result = result
+    return result
+
+
+def _log_update(s: UpdateStats):
+    val = "" if s.validation is None else " valid=" + ",".join(f"{v:.5g}" for v in s.validation)
+    log.info(
+        "update %d: cost %.6g -> %.6g%s lambda=%.3g rho=%.3g cg=%d(%s) iterate=%d step=%.3g%s %.2fs",
+        s.update, s.costs[0], s.new_cost, val, s.lambda_, s.rho, s.cg_iterations, s.cg_status,
+        s.chosen_iterate, s.step, "" if s.accepted else f" rejected({s.failure or 'no decrease'})", s.seconds,
+    )
+
+
+def _one_update(run, gradient_dataset, cg_dataset, validation, dtype):
+    opt, o = run.opt, run.o
+    t_start = time.perf_counter()
+    timings = {k: 0.0 for k in ("gradient", "curvature", "cg", "backtracking", "line_search", "validation", "checkpoint")}
+    u = run.update + 1
+    theta = opt.get_flat()
+    lam = run.lam
+
+    # 1. gradient on the gradient batch -----------------------------------------
+    t0 = time.perf_counter()
+    gbatches = [list(b) for b in gradient_dataset.iterate(update=True)]
+    if not gbatches:
+        raise ArgumentError("gradient_dataset.iterate() yielded no batch")
+    g = None
+    costs_sum = None
+    for b in gbatches:
+        gi, ci = opt.gradient(b)
+        g = gi.astype(np.float64) if g is None else g + gi
+        costs_sum = np.array(ci) if costs_sum is None else costs_sum + ci
+        run.njev += 1
+    g = (g / len(gbatches)).astype(dtype)
+    costs = tuple(float(c) for c in costs_sum / len(gbatches))
+    f_old = costs[0]
+    timings["gradient"] = time.perf_counter() - t0
+
+    def objective(p):
+        """costs[0] on the gradient batch at theta + p (parameters restored afterwards)."""
+        opt.set_flat(theta + p)
+        try:
+            vals = [opt.cost(b)[0] for b in gbatches]
+        finally:
+            opt.set_flat(theta)
+        run.nfev += len(gbatches)
+        f = float(np.mean(vals))
+        return f if math.isfinite(f) else math.inf
+
+    def finish(failure, next_lam, **kw):
+        fields_ = dict(
+            rho=math.nan, cg_iterations=0, cg_status="", chosen_iterate=0, step=0.0, accepted=False,
+            new_cost=f_old, grad_norm=float(np.linalg.norm(g)) if g is not None else math.nan, step_norm=0.0,
+        )
+        fields_.update(kw)
+        run.lam = next_lam
+        run.update = u
+        if failure:
+            run.failures += 1
+            log.warning("update %d rejected: %s (lambda -> %.3g, %d consecutive failures)", u, failure, next_lam, run.failures)
+        else:
+            run.failures = 0
+        val = _validate(run, validation, u, timings)
+        stats = UpdateStats(
+            update=u, costs=costs, validation=val, lambda_=lam, next_lambda=next_lam, failure=failure,
+            seconds=time.perf_counter() - t_start, timings=timings, **fields_,
+        )
+        if run.failures >= o.max_failures:
+            cg_dataset.update()
+            run.history.append(stats)
+            raise NumericalFailureError(
+                f"training stopped at update {u}: {run.failures} consecutive updates failed (last: {failure}); "
+                f"the parameters are those before the failed updates"
+            )
+        return stats
+
+    boost = o.damping(lam, math.nan)
+    if not (math.isfinite(f_old) and _finite(g)):
+        cg_dataset.update()
+        return finish("nonfinite cost or gradient", boost)
+
+    # 2-3. CG on the curvature batch ---------------------------------------------
+    cbatches = [list(b) for b in cg_dataset.iterate(update=False)]
+    if not cbatches:
+        raise ArgumentError("cg_dataset.iterate() yielded no batch")
+    structural = lam * o.mu if opt.has_structural_damping else 0.0
+    ops = [opt.curvature_operator(b, damping=0.0, structural_coefficient=structural) for b in cbatches]
+    curv_time = [0.0]
+
+    def matvec(v):
+        t = time.perf_counter()
+        out = ops[0].matvec(v)
+        for op in ops[1:]:
+            out = out + op.matvec(v)
+        if len(ops) > 1:
+            out = out / len(ops)
+        run.nhev += len(ops)
+        curv_time[0] += time.perf_counter() - t
+        return out + np.asarray(lam, dtype=out.dtype) * v
+
+    M = None
+    if o.preconditioner:
+        t = time.perf_counter()
+        sq = sum(opt.per_case_squared_gradient(b) for b in cbatches) / len(cbatches)
+        M = ((sq + lam) ** o.preconditioner_exponent).astype(dtype)
+        curv_time[0] += time.perf_counter() - t
+    t0 = time.perf_counter()
+    res = conjugate_gradient(
+        matvec, -g, o.cg_decay * run.cg_x, M=M, maxiter=o.max_cg_iterations, miniter=o.min_cg_iterations,
+        eps=o.cg_epsilon, window_min=o.cg_window_min, window_frac=o.cg_window_frac,
+        grid_gamma=o.cg_grid_gamma, grid_start=o.cg_grid_start,
+    )
+    timings["curvature"] = curv_time[0]
+    timings["cg"] = time.perf_counter() - t0 - curv_time[0]
+    cg_kw = dict(cg_iterations=res.iterations, cg_status=res.status)
+    if res.status == "nonfinite" and res.iterations == 0:
+        cg_dataset.update()
+        return finish("nonfinite curvature product", boost, **cg_kw)
+    if _finite(res.x):
+        run.cg_x = res.x.astype(dtype)
+
+    # 4. backtracking over the kept iterates ----------------------------------------
+    t0 = time.perf_counter()
+    if o.backtracking:
+        bt = backtrack(list(res.iterates), objective, global_search=o.global_backtracking)
+        p, f_new, chosen = bt.step, bt.value, res.iterate_indices[bt.index]
+    else:
+        p, chosen = res.x, res.iterations
+        f_new = objective(p)
+    timings["backtracking"] = time.perf_counter() - t0
+
+    # 5. reduction ratio with the undamped model, Levenberg-Marquardt ----------------
+    t = time.perf_counter()
+    gp = _plain_product(opt, cbatches, p)
+    run.nhev += len(cbatches)
+    timings["curvature"] += time.perf_counter() - t
+    slope = float(np.dot(g.astype(np.float64), p.astype(np.float64)))
+    q = slope + 0.5 * float(np.dot(p.astype(np.float64), gp.astype(np.float64)))
+    rho = reduction_ratio(f_new, f_old, q)
+    next_lam = o.damping(lam, rho)
+    cg_dataset.update()
+
+    # 6. line search ----------------------------------------------------------------
+    t0 = time.perf_counter()
+    if o.line_search:
+        ls = armijo(lambda a: objective(a * p), f_old, slope, c=o.armijo_c, shrink=o.line_search_shrink,
+                    max_tries=o.line_search_tries, known_values={1.0: f_new})
+        step, new_cost = ls.step, ls.value
+    else:
+        step, new_cost = (1.0, f_new) if math.isfinite(f_new) else (0.0, f_old)
+    timings["line_search"] = time.perf_counter() - t0
+
+    kw = dict(rho=rho, chosen_iterate=int(chosen), **cg_kw)
+    if step == 0.0 or not math.isfinite(new_cost):
+        failure = "" if math.isfinite(f_new) else "nonfinite cost after the step"
+        return finish(failure, next_lam, **kw)
+    new_theta = theta + np.asarray(step, dtype=dtype) * p
+    if not _finite(new_theta):
+        return finish("nonfinite parameters after the step", boost, **kw)
+    opt.set_flat(new_theta)
+    return finish("", next_lam, step=float(step), accepted=True, new_cost=float(new_cost),
+                  step_norm=float(step * np.linalg.norm(p)), **kw)
+
+
+def _plain_product(opt, batches, p):
+    """Undamped curvature product (Gauss-Newton, or Hessian in Hessian mode), averaged over batches."""
+    out = None
+    for b in batches:
+        if opt.curvature == "hessian":
+            r = opt.hessian_product(p, b)
+        else:
+            r = opt.gauss_newton_product(p, b)
+        out = r.astype(np.float64) if out is None else out + r
+    return out / len(batches)
+
+
+def _validate(run, validation, u, timings):
+    o = run.o
+    if validation is None or u % o.validation_frequency:
+        return None
+    t0 = time.perf_counter()
+    if callable(validation):
+        vals = tuple(float(v) for v in validation())
+    else:
+        vals = _mean_costs(run.opt, [list(b) for b in validation.iterate(update=False)])
+        run.nfev += 1
+    timings["validation"] = time.perf_counter() - t0
+    if not vals:
+        raise ArgumentError("validation returned no cost")
+    if math.isfinite(vals[0]) and (run.best_validation is None or vals[0] < run.best_validation[0]):
+        run.best_validation = vals
+        run.best_update = u
+        run.best_theta = run.opt.get_flat()
+    return vals
