@@ -38,6 +38,8 @@ def parse_args(argv=None):
     ap.add_argument("--cg-batch", type=int, default=1000, help="sequences per curvature (CG) batch")
     ap.add_argument("--lambda0", type=float, default=0.5, help="initial Tikhonov damping")
     ap.add_argument("--mu", type=float, default=1 / 30, help="structural damping coefficient (weight lambda*mu)")
+    ap.add_argument("--radius", type=float, default=1.1, help="spectral radius of the initial recurrent weights")
+    ap.add_argument("--input-scale", type=float, default=0.1, help="standard deviation of the initial input weights")
     ap.add_argument("--max-cg", type=int, default=300, help="maximum CG iterations per update")
     ap.add_argument("--updates", type=int, default=100, help="maximum number of updates")
     ap.add_argument("--budget", type=float, default=1800.0, help="time budget in seconds")
@@ -53,21 +55,23 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def build_model(n_hidden, dtype, rng):
+def build_model(n_hidden, dtype, rng, radius=1.1, input_scale=0.1):
     """The 2012 model: tanh RNN, 1 input, 1 sigmoid output read at the last step."""
     import pytensor
     import pytensor.tensor as pt
 
     # Sparse initialization (Martens & Sutskever 2011): each hidden unit gets 15
-    # nonzero recurrent weights, rescaled to spectral radius 1.1.
+    # nonzero recurrent weights, rescaled to the spectral radius `radius`. Small
+    # input weights keep the units out of saturation, so that the first bit still
+    # moves the last hidden state at initialization (with input weights of
+    # scale 1 its influence after 100 steps is ~1e-10).
     w_hh = np.zeros((n_hidden, n_hidden))
     for j in range(n_hidden):
         idx = rng.choice(n_hidden, size=min(15, n_hidden), replace=False)
         w_hh[idx, j] = rng.normal(size=idx.size)
-    radius = np.max(np.abs(np.linalg.eigvals(w_hh)))
-    w_hh *= 1.1 / radius
+    w_hh *= radius / np.max(np.abs(np.linalg.eigvals(w_hh)))
     params = dict(
-        W_xh=rng.normal(scale=1.0, size=(1, n_hidden)),
+        W_xh=rng.normal(scale=input_scale, size=(1, n_hidden)),
         W_hh=w_hh,
         b_h=np.zeros(n_hidden),
         W_hy=rng.normal(scale=0.1, size=(n_hidden, 1)),
@@ -128,7 +132,7 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     x_train, y_train = memorization(T=args.T, n=args.train, seed=rng, dtype=dtype)
     x_valid, y_valid = memorization(T=args.T, n=args.valid, seed=rng, dtype=dtype)
-    p, inputs, s, costs, h, ha, _ = build_model(args.hidden, dtype, rng)
+    p, inputs, s, costs, h, ha, _ = build_model(args.hidden, dtype, rng, args.radius, args.input_scale)
 
     base = args.checkpoint or f"memorization_T{args.T}_seed{args.seed}"
     history = args.history or os.path.splitext(base)[0] + ".jsonl"

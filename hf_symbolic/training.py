@@ -186,13 +186,23 @@ class _Run:
             a = arrays.get(key)
             if a is None or a.shape != (n,):
                 raise CheckpointMismatchError(f"checkpoint {path}: array {key!r} missing or not of shape ({n},)")
-        # everything validated that can be: now restore
-        for name, ds in datasets.items():
-            st = meta["datasets"].get(name)
-            if ds is None or st is None or not hasattr(ds, "load_state_dict"):
-                continue
-            prefix = f"{name}/"
-            ds.load_state_dict({"json": st, "arrays": {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
+        # everything validated that can be: now restore, the datasets all or none (each one
+        # validates its own state, so a later one can still refuse after an earlier one loaded)
+        restored = []
+        try:
+            for name, ds in datasets.items():
+                st = meta["datasets"].get(name)
+                if ds is None or st is None or not hasattr(ds, "load_state_dict"):
+                    continue
+                prefix = f"{name}/"
+                before = ds.state_dict() if hasattr(ds, "state_dict") else None
+                ds.load_state_dict({"json": st, "arrays": {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
+                restored.append((ds, before))
+        except BaseException:
+            for ds, before in reversed(restored):
+                if before is not None:
+                    ds.load_state_dict(before)
+            raise
         self.opt.set_flat(arrays["theta"])
         self.best_theta = arrays["best_theta"].astype(self.opt.layout.dtype)
         self.cg_x = arrays["cg_x"].astype(self.opt.layout.dtype)
@@ -367,7 +377,6 @@ def _one_update(run, gradient_dataset, cg_dataset, validation, dtype):
             seconds=time.perf_counter() - t_start, timings=timings, **fields_,
         )
         if run.failures >= o.max_failures:
-            cg_dataset.update()
             run.history.append(stats)
             raise NumericalFailureError(
                 f"training stopped at update {u}: {run.failures} consecutive updates failed (last: {failure}); "

@@ -267,6 +267,9 @@ def test_structural_h_and_ha_accepted():
     spec, a, h = hidden_model()
     opt = build(spec, h=h, ha=a)
     assert opt.has_structural_damping
+    # without ha, the split is h itself
+    checked = check_model(spec["p"], spec["inputs"], spec["s"], spec["costs"], h=h)
+    assert checked.h is h and checked.ha is h
 
 
 def test_ha_without_h():
@@ -363,7 +366,7 @@ def test_mode_of_wrong_type(spec, mode):
 
 def test_mode_instance_is_accepted(spec):
     mode = pytensor.compile.mode.get_mode("FAST_COMPILE")
-    assert build(spec, mode=mode)._mode is mode
+    assert build(spec, mode=mode).mode is mode
 
 
 @pytest.mark.parametrize("case_axes, fragments", [([0], ("case_axes has 1 entries", "one per input (2)")), ([0, 2], ("case_axes[1]=2", "ndim 2"))])

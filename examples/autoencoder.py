@@ -1,0 +1,183 @@
+"""Train a deep autoencoder (Martens 2010) on CURVES-like images or on Fashion-MNIST.
+
+Architectures (encoder; the decoder mirrors it): CURVES 784-400-200-100-50-25-6,
+MNIST's 784-1000-500-250-30 for Fashion-MNIST. The code layer is linear, every
+other hidden layer logistic; the 784 outputs are sigmoids trained with the
+cross-entropy summed over pixels. Weights start from Martens' sparse
+initialization (15 nonzero incoming weights per unit, N(0, 1); biases 0).
+
+The error reported, as in the papers, is the squared reconstruction error per
+case: the sum over pixels of (output - pixel)², averaged over the cases. After
+every update it is measured on all training cases and on the test cases.
+
+The CURVES images here come from ``hf_symbolic.datasets.curves`` (our own
+renderer of smooth curves through three random points), a stand-in for
+Martens' CURVES set, not the same data: its errors are not comparable with
+the published ones. Fashion-MNIST needs Debian's ``dataset-fashion-mnist``
+(or ``--data-dir``).
+
+Usage::
+
+    python examples/autoencoder.py curves --budget 600
+    python examples/autoencoder.py curves --budget 600 --sgd      # same budget, SGD
+    python examples/autoencoder.py curves --train 2000 --cg-batch 500 --layers 100 50 6
+    python examples/autoencoder.py fashion-mnist --budget 1800
+
+Exit status: 0 when training ran (whatever stopped it), 1 when the final
+errors are not finite, 2 when the data are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+
+import numpy as np
+
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import Clock, build_mlp, update_line  # noqa: E402
+
+#: data -> (encoder widths, training cases, CG batch) from Martens 2010 (MNIST's settings for Fashion-MNIST).
+DEFAULTS = {
+    "curves": ([400, 200, 100, 50, 25, 6], 20000, 5000),
+    "fashion-mnist": ([1000, 500, 250, 30], 60000, 7500),
+}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("data", choices=sorted(DEFAULTS), help="image set")
+    ap.add_argument("--layers", type=int, nargs="+", default=None,
+                    help="encoder widths after the 784 inputs, the last being the linear code "
+                         "(default: 400 200 100 50 25 6 for curves, 1000 500 250 30 for fashion-mnist)")
+    ap.add_argument("--train", type=int, default=None, help="training cases (default: 20000 curves, 60000 fashion-mnist)")
+    ap.add_argument("--test", type=int, default=10000, help="test cases")
+    ap.add_argument("--gradient-batch", type=int, default=0, help="cases per gradient batch (0: all training cases)")
+    ap.add_argument("--cg-batch", type=int, default=None, help="cases per curvature (CG) batch (default: 5000 curves, 7500 fashion-mnist)")
+    ap.add_argument("--lambda0", type=float, default=45.0, help="initial Tikhonov damping (Martens' autoencoder setting)")
+    ap.add_argument("--max-cg", type=int, default=250, help="maximum CG iterations per update")
+    ap.add_argument("--preconditioner", action="store_true",
+                    help="Martens' diagonal preconditioner (per-case gradients on the CG batch: slow in this implementation)")
+    ap.add_argument("--updates", type=int, default=100000, help="maximum number of updates")
+    ap.add_argument("--budget", type=float, default=600.0, help="time budget in seconds (both methods)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batches")
+    ap.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST IDX files")
+    ap.add_argument("--mode", default=None, help="PyTensor mode (default: hf_symbolic's default)")
+    ap.add_argument("--float64", action="store_true", help="compute in float64 instead of float32")
+    ap.add_argument("--sgd", action="store_true", help="train with the SGD baseline instead of HF")
+    ap.add_argument("--sgd-lr", type=float, default=0.001, help="SGD learning rate")
+    ap.add_argument("--sgd-momentum", type=float, default=0.9, help="SGD momentum")
+    ap.add_argument("--sgd-batch", type=int, default=200, help="SGD minibatch size (one update = one epoch)")
+    ap.add_argument("--save", default=None, help="write the final parameters to this .npz file (arrays W0, b0, W1, ...)")
+    ap.add_argument("--quiet", action="store_true", help="no per-update lines")
+    args = ap.parse_args(argv)
+    layers, n_train, cg_batch = DEFAULTS[args.data]
+    args.layers = args.layers or layers
+    args.train = args.train or n_train
+    args.cg_batch = min(args.cg_batch or cg_batch, args.train)
+    args.gradient_batch = min(args.gradient_batch or args.train, args.train)
+    for name in ("train", "test", "cg_batch", "sgd_batch"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if any(w < 1 for w in args.layers):
+        ap.error(f"--layers {args.layers}: expected positive widths")
+    return args
+
+
+def load_data(args, dtype):
+    """``(train, test)`` image arrays, ``(cases, 784)`` in [0, 1]."""
+    if args.data == "curves":
+        from hf_symbolic.datasets import curves_data
+
+        d = curves_data(n_train=args.train, n_test=args.test, seed=args.seed, dtype=dtype)
+        return d.train, d.test
+    from hf_symbolic.datasets import load_fashion_mnist
+
+    train = load_fashion_mnist("train", path=args.data_dir, dtype=dtype).images
+    test = load_fashion_mnist("test", path=args.data_dir, dtype=dtype).images
+    if args.train > len(train) or args.test > len(test):
+        raise SystemExit(f"Fashion-MNIST has {len(train)} training and {len(test)} test images; "
+                         f"asked for --train {args.train} --test {args.test}")
+    return train[:args.train], test[:args.test]
+
+
+def mean_costs(opt, x, chunk=5000):
+    """Every cost of ``opt`` averaged over all cases of ``x`` (evaluated in chunks)."""
+    total = None
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk]
+        c = np.asarray(opt.cost([part]), dtype=np.float64) * len(part)
+        total = c if total is None else total + c
+    return total / len(x)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from hf_symbolic import BatchDataset, hf_optimizer
+    from hf_symbolic.errors import DataNotFoundError
+    from hf_symbolic.sgd import sgd_optimizer
+
+    dtype = "float64" if args.float64 else "float32"
+    try:
+        x_train, x_test = load_data(args, dtype)
+    except DataNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    enc = list(args.layers)
+    sizes = [784, *enc, *enc[-2::-1], 784]
+    activations = ["sigmoid"] * (len(enc) - 1) + ["linear"] + ["sigmoid"] * (len(enc) - 1)
+    seeds = np.random.SeedSequence(args.seed).spawn(2)
+    model = build_mlp(sizes, activations, np.random.default_rng(seeds[0]), dtype=dtype, target_is_input=True)
+    batch_seed = int(seeds[1].generate_state(1)[0])
+    method = "SGD" if args.sgd else "HF"
+    print(f"{args.data} autoencoder {'-'.join(map(str, sizes))} ({method}): {len(x_train)} training and "
+          f"{len(x_test)} test cases, budget {args.budget:g} s", flush=True)
+
+    cls = sgd_optimizer if args.sgd else hf_optimizer
+    opt = cls(model.params, model.inputs, model.s, model.costs, mode=args.mode)
+
+    def validate():  # (train cross-entropy, train squared error, test cross-entropy, test squared error)
+        return [*mean_costs(opt, x_train), *mean_costs(opt, x_test)]
+
+    clock = Clock()
+
+    def report(stats):
+        v = stats.validation
+        if not args.quiet:
+            print(update_line(stats, clock, f"train error {v[1]:.4f}  test error {v[3]:.4f}"), flush=True)
+
+    if args.sgd:
+        steps = max(1, len(x_train) // args.sgd_batch)
+        ds = BatchDataset([x_train], args.sgd_batch, number_batches=steps, seed=batch_seed)
+        opt.train(ds, learning_rate=args.sgd_lr, momentum=args.sgd_momentum, num_updates=args.updates,
+                  validation=validate, callback=report, time_budget=args.budget)
+    else:
+        gradient_ds = BatchDataset([x_train], args.gradient_batch, seed=batch_seed)
+        cg_ds = BatchDataset([x_train], args.cg_batch, seed=batch_seed + 1)
+        opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=0.0, max_cg_iterations=args.max_cg,
+                  preconditioner=args.preconditioner, num_updates=args.updates, validation=validate,
+                  callback=report, time_budget=args.budget)
+    seconds = clock()
+    result = opt.result
+    # train() leaves the parameters with the lowest training cross-entropy; report those.
+    train_ce, train_sq = mean_costs(opt, x_train)
+    test_ce, test_sq = mean_costs(opt, x_test)
+    if args.save:
+        np.savez(args.save, **{x.name: x.get_value() for x in opt.p})
+        print(f"parameters saved to {args.save}")
+    print(f"FINAL: {args.data} ({method}) train error {train_sq:.4f}  test error {test_sq:.4f}  "
+          f"(squared error per case; cross-entropy train {train_ce:.3f} test {test_ce:.3f}) after {result.updates} "
+          f"updates and {seconds:.1f} s of a {args.budget:g} s budget ({result.message}; best update "
+          f"{result.best_update}; compile {opt.compile_seconds:.1f} s)")
+    return 0 if math.isfinite(train_sq) and math.isfinite(test_sq) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Smoke tests of the example scripts (tiny settings) and checks of their shared builders."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = ("example_NN", "example_RNN", "pathological", "autoencoder")
+
+
+def load(name):
+    """Import ``examples/<name>.py`` by path (the examples are not a package)."""
+    key = f"hf_examples_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name, argv, capsys):
+    rc = load(name).main(argv)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    return rc, lines
+
+
+def update_lines(lines):
+    return [line for line in lines if line.startswith("update ")]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load(name).main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:")
+    assert "--budget" in out or name == "example_NN" and "--updates" in out
+
+
+# -- example_NN ---------------------------------------------------------------
+
+
+def test_xor_solved_by_hf(capsys):
+    rc, lines = run("example_NN", ["--seed", "1"], capsys)
+    assert rc == 0
+    assert lines[-1].startswith("SOLVED: XOR 2-50-40-30-1 (HF")
+    n = int(re.search(r"after (\d+) updates", lines[-1]).group(1))
+    updates = update_lines(lines)
+    assert 1 <= n <= 30 and len(updates) == n
+    assert "wrong 0/4" in updates[-1] and all("wrong 0/4" not in u for u in updates[:-1])
+
+
+def test_xor_out_of_updates_returns_1(capsys):
+    rc, lines = run("example_NN", ["--seed", "1", "--updates", "1", "--sgd", "--sgd-steps", "1"], capsys)
+    assert rc == 1
+    assert lines[-1].startswith("NOT SOLVED: XOR") and "after 1 updates" in lines[-1]
+    assert len(update_lines(lines)) == 1
+
+
+# -- pathological ---------------------------------------------------------------
+
+FINAL = re.compile(r"^(SOLVED|NOT SOLVED): (\w+) T=(\d+) seed=\d+ \((HF|SGD)\) wrong fraction ([0-9.]+) "
+                   r"\((\d+)/(\d+) fresh test sequences, cost ([0-9.]+)\) after (\d+) updates")
+TINY = ["--hidden", "12", "--train", "200", "--valid", "100", "--test", "300", "--gradient-batch", "200",
+        "--cg-batch", "100", "--max-cg", "30"]
+
+
+@pytest.mark.parametrize("task, extra", [
+    ("addition", ["--T", "10", "--updates", "2"]),
+    ("noiseless_memorization", ["--T", "12", "--updates", "1"]),
+    ("temporal_order", ["--T", "10", "--updates", "2", "--sgd", "--sgd-batch", "50", "--sgd-steps", "2"]),
+])
+def test_pathological_final_line(task, extra, capsys):
+    rc, lines = run("pathological", [task, "--seed", "0", *TINY, *extra], capsys)
+    m = FINAL.match(lines[-1])
+    assert m, lines[-1]
+    verdict, name, _, method, frac, n_wrong, n_cases, _, updates = m.groups()
+    assert name == task and method == ("SGD" if "--sgd" in extra else "HF")
+    assert int(n_cases) == 300 and float(frac) == pytest.approx(int(n_wrong) / 300, abs=1e-4)
+    limit = 0 if task == "noiseless_memorization" else 0.01  # the tasks' own rules
+    solved = int(n_wrong) == 0 if limit == 0 else int(n_wrong) / 300 < limit
+    assert (verdict == "SOLVED") == solved and rc == (0 if solved else 1)
+    assert int(updates) == len(update_lines(lines)) <= int(extra[extra.index("--updates") + 1])
+
+
+def test_pathological_rejects_short_T(capsys):
+    with pytest.raises(SystemExit) as exc:
+        load("pathological").main(["xor", "--T", "5"])
+    assert exc.value.code == 2
+    assert "at least 10" in capsys.readouterr().err
+
+
+# -- autoencoder --------------------------------------------------------------------
+
+
+def test_autoencoder_curves_errors_match_numpy(tmp_path, capsys):
+    from hf_symbolic.datasets import curves_data
+
+    save = tmp_path / "params.npz"
+    argv = ["curves", "--train", "200", "--test", "100", "--cg-batch", "100", "--layers", "40", "20", "6",
+            "--updates", "2", "--max-cg", "20", "--float64", "--save", str(save)]
+    rc, lines = run("autoencoder", argv, capsys)
+    assert rc == 0
+    assert lines[0].startswith("curves autoencoder 784-40-20-6-20-40-784 (HF): 200 training and 100 test cases")
+    updates = update_lines(lines)
+    assert len(updates) == 2 and all("train error" in u and "test error" in u for u in updates)
+    m = re.match(r"FINAL: curves \(HF\) train error ([0-9.]+)  test error ([0-9.]+) .* after 2 updates", lines[-1])
+    assert m, lines[-1]
+    # Independent reference: numpy forward pass of the saved parameters on the same images.
+    p = np.load(save)
+    data = curves_data(n_train=200, n_test=100, seed=0, dtype="float64")
+    acts = ["sigmoid", "sigmoid", "linear", "sigmoid", "sigmoid", "sigmoid"]
+    for x, reported in ((data.train, float(m.group(1))), (data.test, float(m.group(2)))):
+        a = x
+        for i, act in enumerate(acts):
+            z = a @ p[f"W{i}"] + p[f"b{i}"]
+            a = z if act == "linear" else 1 / (1 + np.exp(-z))
+        err = np.mean(np.sum((a - x) ** 2, axis=1))
+        assert reported == pytest.approx(err, abs=1e-4 + 1e-6 * err)
+    # It trained: the error after the updates is below the error of the first update's line.
+    first = float(re.search(r"train error ([0-9.]+)", updates[0]).group(1))
+    assert float(m.group(1)) <= first
+
+
+def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
+    rc = load("autoencoder").main(["fashion-mnist", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "not found" in err and str(tmp_path) in err
+
+
+# -- shared builders ------------------------------------------------------------------
+
+
+def test_sparse_weights_have_15_incoming():
+    common = load("_common").__dict__
+    rng = np.random.default_rng(0)
+    w = common["sparse_weights"](50, 7, rng)
+    assert w.shape == (50, 7)
+    assert ((w != 0).sum(axis=0) == 15).all()
+    small = common["sparse_weights"](4, 3, rng)  # fewer inputs than 15: dense
+    assert (small != 0).all()
+    r = common["sparse_recurrent"](40, rng, radius=1.1)
+    assert np.max(np.abs(np.linalg.eigvals(r))) == pytest.approx(1.1, rel=1e-9)
+    assert ((r != 0).sum(axis=0) == 15).all()
+
+
+@pytest.mark.parametrize("output, steps", [("linear", 1), ("sigmoid", 1), ("softmax", 3)])
+def test_rnn_builder_matches_numpy(output, steps):
+    import pytensor
+
+    common = load("_common").__dict__
+    rng = np.random.default_rng(1)
+    n_in, n_hidden, n_out, T, n = 3, 6, 2, 7, 5
+    model = common["build_rnn"](n_in, n_hidden, n_out, output, rng, output_steps=steps, dtype="float64",
+                                n_nonzero=3, input_scale=0.5, output_scale=1.0)
+    x = rng.normal(size=(T, n, n_in))
+    shape = (n, n_out) if steps == 1 else (steps, n, n_out)
+    y = rng.uniform(size=shape) if output != "softmax" else np.eye(n_out)[rng.integers(0, n_out, size=shape[:-1])]
+    f = pytensor.function(model.inputs, [model.out, model.costs[0], model.h, model.ha], mode="FAST_COMPILE")
+    out, cost, h, ha = f(x, y)
+    params = {q.name: q.get_value() for q in model.params}
+    ref = common["rnn_forward"](params, x, output, steps)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+    if output == "linear":
+        ref_cost = 0.5 * np.sum((ref - y) ** 2) / n
+    elif output == "sigmoid":
+        ref_cost = -np.sum(y * np.log(ref) + (1 - y) * np.log(1 - ref)) / n
+    else:
+        ref_cost = -np.sum(y * np.log(ref)) / n
+    assert cost == pytest.approx(ref_cost, rel=1e-10)
+    np.testing.assert_allclose(h, (np.tanh(ha) + 1) / 2, rtol=1e-12)
+    assert ha.shape == (T, n, n_hidden)
