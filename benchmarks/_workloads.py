@@ -110,8 +110,8 @@ def rnn_workload(T=100, batch=1000, hidden=100, dtype="float32", seed=0, static=
     def step(x_t, h_prev):
         return pt.tanh(pt.dot(x_t, W_in) + pt.dot(h_prev, W_hh) + b_h)
 
-    h0 = pt.zeros((x.shape[1], H), dtype=dtype)
-    h = pytensor.scan(step, sequences=[x], outputs_info=[h0], return_updates=False)
+    h0 = pt.zeros((B, H) if static else (x.shape[1], H), dtype=dtype)
+    h = pytensor.scan(step, sequences=[x], outputs_info=[h0], n_steps=T if static else None, return_updates=False)
     s = pt.dot(h[-1], W_out) + b_out
     cost = pt.mean(pt.sum(pt.softplus(s) - y * s, axis=1))
     xv = (rng.random((T, B, 1)) < 0.5).astype(dtype)
@@ -274,7 +274,7 @@ def fmt_s(t):
     """Seconds for a table cell."""
     if t is None or (isinstance(t, float) and not np.isfinite(t)):
         return "–"
-    return f"{t:.4f}" if t < 10 else f"{t:.1f}"
+    return f"{t:.4g}" if t < 10 else f"{t:.1f}"
 
 
 def fmt_ratio(a, b):

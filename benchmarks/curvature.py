@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,6 +81,14 @@ def resolve_backend(name):
 
 
 def measure(wl_name, dtype, backend, args, collect):
+    """One row: every quantity for one workload, dtype and backend (floatX = dtype while building)."""
+    import pytensor
+
+    with pytensor.config.change_flags(floatX=dtype):
+        return _measure(wl_name, dtype, backend, args, collect)
+
+
+def _measure(wl_name, dtype, backend, args, collect):
     import pytensor
     from threadpoolctl import threadpool_limits
 
@@ -91,40 +100,60 @@ def measure(wl_name, dtype, backend, args, collect):
         row["skipped"] = note
         return row
     row["ldflags"] = pytensor.config.blas__ldflags or "(none)"
+    if mode == "JAX":
+        import jax
+        import pytensor.link.jax.dispatch  # noqa: F401  (sets jax_enable_x64 from floatX at its first import)
+
+        # float64 rows must not be truncated to float32 by JAX
+        jax.config.update("jax_enable_x64", dtype == "float64")
     w = W.build(wl_name, dtype=dtype, small=args.small, seed=args.seed, static=(mode == "JAX"))
     batch = list(w.data)
     rng = np.random.default_rng(args.seed + 1)
     collect.messages.clear()
-    try:
-        t0 = time.perf_counter()
-        opt = hf_optimizer(w.params, w.inputs, w.s, w.costs, mode=mode)
-        opt_plain = hf_optimizer(w.params, w.inputs, w.s, w.costs, mode=mode, cache_forward=False)
-        v = rng.standard_normal(opt.layout.size).astype(opt.layout.dtype)
-        # compile and first call (the JIT of NUMBA and JAX happens at the first call)
-        t = time.perf_counter(); opt.cost(batch); row["setup_cost"] = time.perf_counter() - t
-        t = time.perf_counter(); opt.gradient(batch); row["setup_gradient"] = time.perf_counter() - t
+    errors = row["errors"] = {}
+
+    def first_call(name, make):
+        """Compile and call once (the JIT of NUMBA and JAX happens here); None when it fails."""
         t = time.perf_counter()
-        op_plain = opt_plain.curvature_operator(batch)
-        gv_plain = op_plain.matvec(v)
-        row["setup_gv_plain"] = time.perf_counter() - t
-        t = time.perf_counter()
-        op = opt.curvature_operator(batch)
-        gv_cached = op.matvec(v)
-        row["setup_gv_cached"] = time.perf_counter() - t
-        row["setup_total"] = time.perf_counter() - t0
-    except Exception as exc:  # a backend that cannot compile these graphs: report and go on
-        row["skipped"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        try:
+            out = make()
+        except Exception as exc:  # a backend that cannot run this graph: report it, time the rest
+            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            return None
+        row["setup_" + name] = time.perf_counter() - t
+        return out
+
+    t0 = time.perf_counter()
+    opt = hf_optimizer(w.params, w.inputs, w.s, w.costs, mode=mode)
+    opt_plain = hf_optimizer(w.params, w.inputs, w.s, w.costs, mode=mode, cache_forward=False)
+    v = rng.standard_normal(opt.layout.size).astype(opt.layout.dtype)
+    fns = {}
+    if first_call("cost", lambda: opt.cost(batch)) is not None:
+        fns["cost"] = lambda: opt.cost(batch)
+    g = first_call("gradient", lambda: opt.gradient(batch))
+    if g is not None:
+        fns["gradient"] = lambda: opt.gradient(batch)
+        if np.asarray(g[0]).dtype != np.dtype(dtype):
+            errors["dtype"] = f"the gradient came back as {np.asarray(g[0]).dtype}, not {dtype}"
+    op_plain = first_call("gv_plain", lambda: opt_plain.curvature_operator(batch))
+    gv_plain = None if op_plain is None else first_call("gv_plain", lambda: op_plain.matvec(v))
+    if gv_plain is not None:
+        fns["gv_plain"] = lambda: op_plain.matvec(v)
+    op = first_call("residuals", lambda: opt.curvature_operator(batch))
+    gv_cached = None if op is None else first_call("gv_cached", lambda: op.matvec(v))
+    if op is not None:
+        fns["residuals"] = lambda: opt.curvature_operator(batch)
+    if gv_cached is not None:
+        fns["gv_cached"] = lambda: op.matvec(v)
+    row["setup_total"] = time.perf_counter() - t0
+    row["fallback"] = []
+    if not fns:
+        row["skipped"] = "; ".join(f"{k}: {e}" for k, e in errors.items())
         return row
     row["fallback"] = [m for m in collect.messages if "cached forward pass unavailable" in m]
-    row["max_rel_diff"] = W.max_rel_diff(gv_cached, gv_plain)
+    row["max_rel_diff"] = (W.max_rel_diff(gv_cached, gv_plain) if gv_cached is not None and gv_plain is not None
+                           else None)
     row["n_params"] = opt.layout.size
-    fns = {
-        "cost": lambda: opt.cost(batch),
-        "gradient": lambda: opt.gradient(batch),
-        "gv_plain": lambda: op_plain.matvec(v),
-        "residuals": lambda: opt.curvature_operator(batch),
-        "gv_cached": lambda: op.matvec(v),
-    }
     for q in ("cost", "gradient", "gv"):
         fns["floor_" + q] = W.gemm_floor(w.gemms[q], dtype=dtype)
         row["macs_" + q] = W.multiply_adds(w.gemms[q])
@@ -141,38 +170,54 @@ def print_row(r):
     if "skipped" in r:
         print(f"{r['workload']:4s} {r['dtype']:8s} {r['backend']:8s} SKIPPED: {r['skipped']}", flush=True)
         return
+    f = lambda k: W.fmt_s(r.get(k))  # noqa: E731
     print(f"{r['workload']:4s} {r['dtype']:8s} {r['backend']:8s} setup {r['setup_total']:6.1f} s  "
-          f"cost {r['cost']:.4f}  grad {r['gradient']:.4f}  Gv plain {r['gv_plain']:.4f}  "
-          f"residuals {r['residuals']:.4f}  Gv product {r['gv_cached']:.4f}  "
-          f"floor Gv {r['floor_gv']:.4f}  rel.diff {r['max_rel_diff']:.1e}", flush=True)
+          f"cost {f('cost')}  grad {f('gradient')}  Gv plain {f('gv_plain')}  "
+          f"residuals {f('residuals')}  Gv product {f('gv_cached')}  "
+          f"floor Gv {f('floor_gv')}  rel.diff {_fmt_diff(r)}", flush=True)
     for m in r["fallback"]:
         print(f"    note: {m}", flush=True)
+    for k, e in r["errors"].items():
+        print(f"    {k} failed: {e}", flush=True)
+
+
+def _fmt_diff(r):
+    return "–" if r.get("max_rel_diff") is None else f"{r['max_rel_diff']:.1e}"
+
+
+def _label(r):
+    if r["backend"] == "default":
+        return f"default ({r['note'].split('=')[-1]})"
+    return r["backend"]
+
+
+def _sum(*xs):
+    return None if any(x is None for x in xs) else sum(xs)
 
 
 def tables(rows):
+    """The result as markdown tables (seconds, then ratios), plus notes."""
     done = [r for r in rows if "skipped" not in r]
     lines = []
     if done:
-        hdr = ["workload", "dtype", "backend", "compile+1st call (s)", "cost", "gradient", "Gv plain",
-               "residuals /update", "Gv product", "floor cost", "floor grad", "floor Gv"]
-        body = []
-        for r in done:
-            body.append([r["workload"], r["dtype"], r["backend"] + ("" if r["backend"] != "default" else f" ({r['note'].split('=')[-1]})"),
-                         f"{r['setup_total']:.1f}"] + [W.fmt_s(r[k]) for k in (
-                             "cost", "gradient", "gv_plain", "residuals", "gv_cached", "floor_cost", "floor_gradient",
-                             "floor_gv")])
-        lines += ["Seconds per call (median of round medians):", "", W.markdown_table(hdr, body), ""]
-        hdr = ["workload", "dtype", "backend", "Gv plain / grad", "Gv product / grad", "(res + product) / grad",
+        keys = ("cost", "gradient", "gv_plain", "residuals", "gv_cached", "floor_cost", "floor_gradient", "floor_gv")
+        hdr = ["workload", "dtype", "backend", "compile + 1st calls (s)", "cost", "gradient", "Gv plain",
+               "residuals (per update)", "Gv product (cached)", "floor cost", "floor grad", "floor Gv"]
+        body = [[r["workload"], r["dtype"], _label(r), f"{r['setup_total']:.1f}"] + [W.fmt_s(r.get(k)) for k in keys]
+                for r in done]
+        lines += ["Seconds per call (median of the round medians):", "", W.markdown_table(hdr, body), ""]
+        hdr = ["workload", "dtype", "backend", "Gv plain / grad", "Gv product / grad", "(residuals + product) / grad",
                "plain / product", "cost / floor", "grad / floor", "product / floor", "max rel. diff cached vs plain"]
         body = []
         for r in done:
-            body.append([r["workload"], r["dtype"], r["backend"],
-                         W.fmt_ratio(r["gv_plain"], r["gradient"]), W.fmt_ratio(r["gv_cached"], r["gradient"]),
-                         W.fmt_ratio(r["residuals"] + r["gv_cached"], r["gradient"]),
-                         W.fmt_ratio(r["gv_plain"], r["gv_cached"]),
-                         W.fmt_ratio(r["cost"], r["floor_cost"]), W.fmt_ratio(r["gradient"], r["floor_gradient"]),
-                         W.fmt_ratio(r["gv_cached"], r["floor_gv"]), f"{r['max_rel_diff']:.1e}"
-                         + (" (fallback: plain)" if r["fallback"] else "")])
+            g = r.get
+            diff = _fmt_diff(r) + (" (fallback: plain)" if r["fallback"] else "")
+            body.append([r["workload"], r["dtype"], _label(r),
+                         W.fmt_ratio(g("gv_plain"), g("gradient")), W.fmt_ratio(g("gv_cached"), g("gradient")),
+                         W.fmt_ratio(_sum(g("residuals"), g("gv_cached")), g("gradient")),
+                         W.fmt_ratio(g("gv_plain"), g("gv_cached")),
+                         W.fmt_ratio(g("cost"), g("floor_cost")), W.fmt_ratio(g("gradient"), g("floor_gradient")),
+                         W.fmt_ratio(g("gv_cached"), g("floor_gv")), diff])
         lines += ["Ratios (same process, interleaved):", "", W.markdown_table(hdr, body), ""]
         seen = {}
         for r in done:
@@ -183,6 +228,9 @@ def tables(rows):
     for r in rows:
         if "skipped" in r:
             lines.append(f"Skipped {r['workload']} {r['dtype']} {r['backend']}: {r['skipped']}")
+        for k, e in r.get("errors", {}).items():
+            if "skipped" not in r:
+                lines.append(f"Failed {r['workload']} {r['dtype']} {r['backend']} {k}: {e}")
     flags = sorted({r["ldflags"] for r in done if r["backend"] != "JAX"})
     if flags:
         lines.append("C/NUMBA rows: pytensor blas__ldflags=" + ", ".join(flags))
@@ -198,6 +246,8 @@ def main(argv=None):
     W.add_common_arguments(ap)
     args = ap.parse_args(argv)
     args._pools_printed = False
+    # float32 JAX rows: an intermediate asks for float64 and JAX (x64 off) says it truncates it, at every call
+    warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
     W.check_environment(args.threads)
     import pytensor
     from threadpoolctl import threadpool_limits

@@ -167,7 +167,8 @@ def build_rnn(n_in, n_hidden, n_out, output, rng, *, output_steps=1, dtype="floa
 
 def rnn_forward(params, x, output, output_steps=1):
     """Numpy forward pass of :func:`build_rnn` (a reference for tests); returns the output."""
-    W_xh, W_hh, b_h, W_hy, b_y = (np.asarray(params[k], dtype=np.float64) for k in ("W_xh", "W_hh", "b_h", "W_hy", "b_y"))
+    names = ("W_xh", "W_hh", "b_h", "W_hy", "b_y")
+    W_xh, W_hh, b_h, W_hy, b_y = (np.asarray(params[k], dtype=np.float64) for k in names)
     a = np.zeros((x.shape[1], W_hh.shape[0]))
     hs = []
     for t in range(x.shape[0]):
@@ -208,7 +209,8 @@ def build_mlp(sizes, activations, rng, *, dtype="float32", n_nonzero=15, scale=1
     import pytensor.tensor as pt
 
     if len(activations) != len(sizes) - 2:
-        raise ValueError(f"{len(activations)} activations for {len(sizes) - 2} hidden layers; expected one per hidden layer")
+        raise ValueError(f"{len(activations)} activations for {len(sizes) - 2} hidden layers; "
+                         "expected one per hidden layer")
     params = []
     x = pt.matrix("x", dtype=dtype)
     y = x if target_is_input else pt.matrix("y", dtype=dtype)

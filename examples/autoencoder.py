@@ -56,14 +56,18 @@ def parse_args(argv=None):
     ap.add_argument("--layers", type=int, nargs="+", default=None,
                     help="encoder widths after the 784 inputs, the last being the linear code "
                          "(default: 400 200 100 50 25 6 for curves, 1000 500 250 30 for fashion-mnist)")
-    ap.add_argument("--train", type=int, default=None, help="training cases (default: 20000 curves, 60000 fashion-mnist)")
+    ap.add_argument("--train", type=int, default=None,
+                    help="training cases (default: 20000 curves, 60000 fashion-mnist)")
     ap.add_argument("--test", type=int, default=10000, help="test cases")
-    ap.add_argument("--gradient-batch", type=int, default=0, help="cases per gradient batch (0: all training cases)")
-    ap.add_argument("--cg-batch", type=int, default=None, help="cases per curvature (CG) batch (default: 5000 curves, 7500 fashion-mnist)")
-    ap.add_argument("--lambda0", type=float, default=45.0, help="initial Tikhonov damping (Martens' autoencoder setting)")
+    ap.add_argument("--gradient-batch", type=int, default=0,
+                    help="cases per gradient batch (0: all training cases)")
+    ap.add_argument("--cg-batch", type=int, default=None,
+                    help="cases per curvature (CG) batch (default: 5000 curves, 7500 fashion-mnist)")
+    ap.add_argument("--lambda0", type=float, default=45.0,
+                    help="initial Tikhonov damping (Martens' autoencoder setting)")
     ap.add_argument("--max-cg", type=int, default=250, help="maximum CG iterations per update")
     ap.add_argument("--preconditioner", action="store_true",
-                    help="Martens' diagonal preconditioner (per-case gradients on the CG batch: slow in this implementation)")
+                    help="Martens' diagonal preconditioner (one gradient per case of the CG batch: slow)")
     ap.add_argument("--updates", type=int, default=100000, help="maximum number of updates")
     ap.add_argument("--budget", type=float, default=600.0, help="time budget in seconds (both methods)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batches")
@@ -74,7 +78,8 @@ def parse_args(argv=None):
     ap.add_argument("--sgd-lr", type=float, default=0.001, help="SGD learning rate")
     ap.add_argument("--sgd-momentum", type=float, default=0.9, help="SGD momentum")
     ap.add_argument("--sgd-batch", type=int, default=200, help="SGD minibatch size (one update = one epoch)")
-    ap.add_argument("--save", default=None, help="write the final parameters to this .npz file (arrays W0, b0, W1, ...)")
+    ap.add_argument("--save", default=None,
+                    help="write the final parameters to this .npz file (arrays W0, b0, W1, ...)")
     ap.add_argument("--quiet", action="store_true", help="no per-update lines")
     args = ap.parse_args(argv)
     layers, n_train, cg_batch = DEFAULTS[args.data]

@@ -5,7 +5,11 @@ Gauss-Newton (or Hessian) products of a PyTensor model and trains it with
 Martens' Hessian-free method.
 """
 
-from . import errors
+from . import backend as _backend
+
+_backend.configure_blas_before_import()
+
+from . import errors  # noqa: E402
 from .cg import CGResult, backtrack, conjugate_gradient, iterate_grid
 from .damping import DampingRule, levenberg_marquardt, reduction_ratio
 from .dataset import BatchDataset, SequenceDataset

@@ -21,7 +21,7 @@ import glob
 import logging
 import os
 
-__all__ = ["default_mode", "openblas_available"]
+__all__ = ["default_mode", "openblas_available", "configure_blas_before_import", "blas_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,54 @@ _LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/li
 def openblas_available() -> bool:
     """True when ``-lopenblas`` can be linked (the development symlink ``libopenblas.so`` exists)."""
     return any(glob.glob(os.path.join(d, "libopenblas.so")) for d in _LIB_DIRS)
+
+
+def configure_blas_before_import() -> None:
+    """Ask PyTensor to link OpenBLAS, through ``PYTENSOR_FLAGS``, if PyTensor is not imported yet.
+
+    Called when :mod:`hf_symbolic` is imported. Only acts when PyTensor has not
+    been imported, the user set no ``blas__ldflags`` and ``libopenblas.so`` is
+    installed; this avoids PyTensor's "could not link to a BLAS" warning and its
+    slow fallback. When PyTensor was imported first, :func:`default_mode` sets
+    the same flag at run time instead.
+    """
+    import sys
+
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    if "pytensor" in sys.modules or "blas__ldflags" in flags or "HF_SYMBOLIC_NO_BLAS_SETUP" in os.environ:
+        return
+    if openblas_available():
+        os.environ["PYTENSOR_FLAGS"] = (flags + "," if flags else "") + "blas__ldflags=-lopenblas"
+
+
+class blas_threads:
+    """Context manager limiting BLAS threads (OpenBLAS, MKL, BLIS) to ``n`` while it is active.
+
+    One thread is the default of :meth:`hf_optimizer.train`: on the products HF
+    makes (e.g. 1000x100 by 100x100 per RNN step) a second OpenBLAS thread was
+    no faster, and sometimes many times slower, on a 2-core machine
+    (``benchmarks/README.md``). ``n=None`` leaves the libraries as they are.
+    """
+
+    def __init__(self, n):
+        self.n = n
+        self._ctx = None
+
+    def __enter__(self):
+        if self.n is not None:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+                log.warning("threadpoolctl is not installed: BLAS threads are not limited")
+                return self
+            self._ctx = threadpool_limits(limits=int(self.n), user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            self._ctx.restore_original_limits()
+            self._ctx = None
+        return False
 
 
 def default_mode():

@@ -78,15 +78,21 @@ def gauss_newton_graph(terms, p, v_parts):
     products in one pullback, so a recurrent network runs one forward and one
     backward loop per product whatever the number of terms.
     """
-    from pytensor.gradient import pullback
+    import pytensor.tensor as pt
+    from pytensor.gradient import disconnected_grad, grad
 
     splits = [split for _, split, _ in terms]
     jvs = _pushforward(splits, p, v_parts)
-    cotangents = []
+    total = 0
     for (cost, split, coef), jv in zip(terms, jvs):
         hjv = _loss_hessian_product(cost, split, jv)
-        cotangents.append(hjv if coef is None else coef.astype(hjv.dtype) * hjv)
-    return pullback(splits, p, cotangents, disconnected_inputs="ignore")
+        if coef is not None:
+            hjv = coef.astype(hjv.dtype) * hjv
+        # <cotangent, split> summed over the terms, the cotangents held fixed: its gradient is the
+        # sum of the pullbacks. (A multi-output pullback would be wrong here: a cotangent given for
+        # ha replaces, instead of adding to, what flows into ha from s when s depends on ha.)
+        total = total + pt.sum(disconnected_grad(hjv) * split)
+    return grad(total, p, disconnected_inputs="ignore")
 
 
 def structural_damping_distance(h):

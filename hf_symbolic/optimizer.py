@@ -199,12 +199,14 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
 
     def gradient(self, batch):
         """Return ``(g, costs)``: the flat gradient of ``costs[0]`` and every cost, on one minibatch."""
-        out = self._function("gradient")(*self._batch(batch))
+        batch = self._batch(batch)
+        out = self._function("gradient")(*batch)
         return np.asarray(out[0]), [float(c) for c in out[1:]]
 
     def cost(self, batch):
         """Return the list of costs on one minibatch."""
-        out = self._function("cost")(*self._batch(batch))
+        batch = self._batch(batch)
+        out = self._function("cost")(*batch)
         return [float(c) for c in out]
 
     def _check_coefficient(self, structural_coefficient):
@@ -226,7 +228,8 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
     def hessian_product(self, v, batch):
         """Return the exact Hessian product ``H v`` of ``costs[0]`` (Pearlmutter 1994)."""
         v = self.layout.check(v, "v")
-        return np.asarray(self._function("hessian")(v, *self._batch(batch)))
+        batch = self._batch(batch)
+        return np.asarray(self._function("hessian")(v, *batch))
 
     def per_case_squared_gradient(self, batch):
         """Mean over cases of the squared per-case gradients, ``(1/N) Σ_i g_i ⊙ g_i``.
@@ -268,6 +271,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         *,
         callback=None,
         history_file=None,
+        blas_threads=1,
         **options,
     ):
         """Train with Hessian-free optimization (the 2012 signature, plus keyword-only options).
@@ -308,6 +312,8 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             of each update; raising ``StopIteration`` stops training cleanly.
         history_file : str or path, optional
             JSON-lines file with one record per update.
+        blas_threads : int or None
+            BLAS threads while training (threadpoolctl); None leaves them as they are.
         **options
             Any field of :class:`~hf_symbolic.training.TrainOptions`:
             ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
@@ -339,7 +345,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             known = sorted(TrainOptions.__dataclass_fields__)
             raise ArgumentError(f"unknown training option in {sorted(options)}: expected some of {known}") from exc
         result = train(self, gradient_dataset, cg_dataset, opts, validation=validation, save_progress=save_progress,
-                       callback=callback, history_file=history_file)
+                       callback=callback, history_file=history_file, blas_threads=blas_threads)
         return result.params
 
     def _cached_gv_functions(self):
@@ -373,11 +379,16 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         cached = self._cached_gv_functions() if self.cache_forward else None
         if cached is not None:
             f_res, f_gv = cached
-            residuals = list(f_res(*batch))
-            if self.has_structural_damping:
-                c = np.asarray(coefficient, dtype=self.layout.dtype)
-                return lambda v: np.asarray(f_gv(v, c, *residuals))
-            return lambda v: np.asarray(f_gv(v, *residuals))
+            extra = [np.asarray(coefficient, dtype=self.layout.dtype)] if self.has_structural_damping else []
+            try:
+                residuals = list(f_res(*batch))
+                f_gv(np.zeros(self.layout.size, dtype=self.layout.dtype), *extra, *residuals)
+            except Exception as exc:  # e.g. a backend that needs static shapes the placeholders lack
+                log.warning("cached forward pass failed on this backend (%s: %s); using the plain product",
+                            type(exc).__name__, exc)
+                self._functions["gauss_newton_cached"] = None
+            else:
+                return lambda v: np.asarray(f_gv(v, *extra, *residuals))
         fn = self._function("gauss_newton")
         if self.has_structural_damping:
             c = np.asarray(coefficient, dtype=self.layout.dtype)

@@ -117,6 +117,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
                 velocity = arrays["velocity"].astype(self.layout.dtype)
                 run.best_theta = arrays["best_theta"]
                 update, run.best_update = int(meta["update"]), int(meta["best_update"])
+                failures = int(meta.get("failures", 0))
                 bv = meta["best_validation"]
                 run.best_validation = None if bv is None else tuple(bv)
                 history = [UpdateStats.from_json(d) for d in meta["history"]]
@@ -136,29 +137,40 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
                         break
                     t0 = time.perf_counter()
                     update += 1
-                    theta = self.get_flat()
+                    theta_start = theta = self.get_flat()
                     first_costs, failure, gnorm = None, "", 0.0
-                    for _ in range(steps_per_update):
-                        for batch in gradient_dataset.iterate(update=True):
-                            g, costs = self.gradient(batch)
-                            if first_costs is None:
-                                first_costs, gnorm = tuple(costs), float(np.linalg.norm(g))
-                            if not (np.all(np.isfinite(g)) and math.isfinite(costs[0])):
-                                failure = "nonfinite cost or gradient"
+                    try:
+                        for _ in range(steps_per_update):
+                            batches = gradient_dataset.iterate(update=True)
+                            for batch in batches:
+                                g, costs = self.gradient(batch)
+                                if first_costs is None:
+                                    first_costs, gnorm = tuple(costs), float(np.linalg.norm(g))
+                                if not (np.all(np.isfinite(g)) and math.isfinite(costs[0])):
+                                    failure = "nonfinite cost or gradient"
+                                    break
+                                velocity = mom * velocity - lr * g
+                                theta = theta + velocity
+                                self.set_flat(theta)  # the next batch's gradient is taken at the new parameters
+                            if failure:
+                                # skip the bad batches like a finished pass would (else the next update sees them again)
+                                batches.close()
+                                gradient_dataset.update()
                                 break
-                            velocity = mom * velocity - lr * g
-                            theta = theta + velocity
-                        if failure:
-                            break
+                    except KeyboardInterrupt:
+                        # an interrupted update does not count and leaves the parameters of the last whole one
+                        self.set_flat(theta_start)
+                        update -= 1
+                        raise
                     if failure or not np.all(np.isfinite(theta)):
                         failure = failure or "nonfinite parameters"
                         failures += 1
                         velocity[:] = 0
+                        self.set_flat(theta_start)
                         if failures >= max_failures:
                             raise NumericalFailureError(f"SGD stopped at update {update}: {failures} consecutive non-finite updates")
                     else:
                         failures = 0
-                        self.set_flat(theta)
                     val = _validate(run, validation, update, {})
                     stats = UpdateStats(
                         update=update, costs=first_costs or (math.nan,), validation=val, lambda_=0.0, next_lambda=0.0,
@@ -172,6 +184,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
                     if save_progress is not None:
                         arrays = {"theta": self.get_flat(), "velocity": velocity, "best_theta": run.best_theta}
                         meta = dict(signature=signature, options=options, update=update, best_update=run.best_update,
+                                    failures=failures,
                                     best_validation=None if run.best_validation is None else list(run.best_validation),
                                     history=[h.to_json() for h in history], datasets={})
                         for name, ds in datasets.items():

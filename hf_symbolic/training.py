@@ -220,7 +220,8 @@ def _mean_costs(opt, batches):
     return tuple(float(np.mean([c[i] for c in costs])) for i in range(len(costs[0])))
 
 
-def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=None, save_progress=None, callback=None, history_file=None):
+def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=None, save_progress=None, callback=None,
+          history_file=None, blas_threads=1):
     """Run HF on ``opt``; see :meth:`hf_optimizer.train` for the meaning of every argument."""
     _check_dataset(gradient_dataset, "gradient_dataset")
     _check_dataset(cg_dataset, "cg_dataset")
@@ -249,7 +250,10 @@ def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=N
             resumed = True
             log.info("resumed from %s at update %d (lambda=%.4g)", save_progress, run.update, run.lam)
         history = HistoryWriter(history_file, truncate_to=run.update if resumed else None) if history_file else None
-        return _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback, history, datasets)
+        from .backend import blas_threads as _limit
+
+        with _limit(blas_threads):
+            return _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback, history, datasets)
     finally:
         if lock is not None:
             lock.release()

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytensor
 import pytest
 
 import resume_worker as worker
@@ -47,6 +48,12 @@ def _resume_in_fresh_process(checkpoint, out, *, preconditioner=False, global_se
         cmd += ["--global-seed", str(global_seed)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # The child must compile like this process: whether PyTensor links a BLAS changes which
+    # implementation some ops get, hence the last bits (and hf_symbolic links OpenBLAS only when it is
+    # imported before PyTensor).  A resumed run is bit-identical under the same configuration.
+    flags = env.get("PYTENSOR_FLAGS", "")
+    if "blas__ldflags" not in flags:
+        env["PYTENSOR_FLAGS"] = ",".join(f for f in (flags, f"blas__ldflags={pytensor.config.blas__ldflags}") if f)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out, encoding="utf-8") as f:

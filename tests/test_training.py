@@ -20,7 +20,7 @@ import pytensor.tensor as pt
 import pytest
 import scipy.optimize
 
-from hf_symbolic import BatchDataset, hf_optimizer
+from hf_symbolic import BatchDataset, SequenceDataset, hf_optimizer
 from hf_symbolic.checkpoint import load_checkpoint
 from hf_symbolic.damping import DampingRule
 from hf_symbolic.errors import ArgumentError, CheckpointCorruptError, CheckpointMismatchError, NumericalFailureError
@@ -400,6 +400,20 @@ def test_nan_curvature_batch_rejects_that_update(lr):
     assert np.array_equal(rec.thetas[1], rec.thetas[0])
     assert rec.stats[2].accepted and rec.stats[3].accepted
     assert all(np.all(np.isfinite(t)) for t in rec.thetas)
+
+
+def test_a_permanently_bad_batch_is_skipped_every_epoch(lr):
+    """One of 4 gradient items holds a NaN: its update is rejected once per epoch, never twice in a row."""
+    X, Y = lr_data()
+    xs, ys = [X[i:i + 50].copy() for i in range(0, N_CASES, 50)], [Y[i:i + 50] for i in range(0, N_CASES, 50)]
+    xs[2][3, 1] = np.nan
+    _, cg_ds, _ = lr_datasets()
+    lr.set_flat(np.zeros(N_FEATURES + 1))
+    with np.errstate(invalid="ignore"):
+        lr.train(SequenceDataset([xs, ys], None, 1, seed=4), cg_ds, num_updates=8, max_failures=2)
+    failed = [s.update for s in lr.result.history if not s.accepted]
+    assert len(failed) == 2 and failed[1] - failed[0] >= 2
+    assert lr.result.status == "num_updates" and np.all(np.isfinite(lr.result.x))
 
 
 def test_numerical_failure_keeps_parameters_and_advances_each_dataset_once_per_update(lr):
