@@ -306,7 +306,7 @@ def available(peer):
 
 # -- driver --------------------------------------------------------------------------------
 
-def compare(name, res, ref):
+def compare(res, ref):
     """Relative errors of ``res`` against hf_symbolic's ``ref`` (gradient, Gv, cost)."""
     cat = lambda parts: np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in parts])  # noqa: E731
     return dict(rel_grad=W.max_rel_diff(cat(res["gradient"]), cat(ref["gradient"])),
@@ -315,8 +315,8 @@ def compare(name, res, ref):
 
 
 def run_workload(wl, dtype, args, mode):
+    """Build and time every implementation on one workload and dtype; returns rows, notes, floor, workload."""
     import pytensor
-    from threadpoolctl import threadpool_limits
 
     with pytensor.config.change_flags(floatX=dtype):
         w = W.build(wl, dtype=dtype, small=args.small, seed=args.seed)
@@ -345,7 +345,7 @@ def run_workload(wl, dtype, args, mode):
     for k, r in impls.items():
         row = dict(workload=wl, dtype=dtype, impl=k, note=r["note"], setup=r["setup"],
                    **{q: times[f"{k}:{q}"] for q in r["fns"]})
-        row.update(compare(k, r, ref) if k != "hf_symbolic" else {})
+        row.update(compare(r, ref) if k != "hf_symbolic" else {})
         rows.append(row)
     return rows, notes, times["floor:gv"], w
 

@@ -129,7 +129,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         inputs = self._spec.inputs
         if case_axes is None:
             return tuple(1 if x.ndim == 3 else (0 if x.ndim >= 1 else None) for x in inputs)
-        if isinstance(case_axes, (int, np.integer)) or case_axes is None:
+        if isinstance(case_axes, (int, np.integer)):
             case_axes = [case_axes] * len(inputs)
         case_axes = list(case_axes)
         if len(case_axes) != len(inputs):
@@ -294,7 +294,9 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             Choose the best kept CG iterate overall instead of Martens' walk back.
         preconditioner : bool
             Martens' diagonal preconditioner ``(diag(mean_i g_i²) + λ)^α`` from
-            per-case gradients on the CG batch.
+            per-case gradients on the CG batch (Martens 2010 §4.7). The squared
+            gradients are averaged over cases rather than summed, so that they
+            are on the scale of a cost averaged over cases, like ``G`` and ``λ``.
         max_cg_iterations : int
         num_updates : int
             Total number of updates (a resumed run counts its earlier ones).

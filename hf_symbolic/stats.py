@@ -18,6 +18,7 @@ STOP_REASONS = {
     "time_budget": "the time budget ran out",
     "interrupted": "interrupted by the user (KeyboardInterrupt)",
     "already_done": "the checkpoint had already reached num_updates",
+    "numerical_failure": "too many consecutive updates with non-finite costs, gradients or curvature products",
 }
 
 

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -230,6 +230,7 @@ def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=N
     if callback is not None and not callable(callback):
         raise ArgumentError(f"callback must be callable, got {type(callback).__name__}")
 
+    opt.result = None
     run = _Run(opt, opts)
     datasets = {"gradient_dataset": gradient_dataset, "cg_dataset": cg_dataset}
     if validation is not None and not callable(validation):
@@ -296,14 +297,23 @@ def _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback
     except KeyboardInterrupt:
         status = "interrupted"
         log.warning("interrupted at update %d; parameters restored to the best so far", run.update + 1)
+    except NumericalFailureError:
+        opt.result = _result(run, "numerical_failure", opt.get_flat())
+        raise
     x = run.best_theta if run.best_validation is not None else opt.get_flat()
     opt.set_flat(x)
-    result = TrainResult(
+    opt.result = _result(run, status, x)
+    return opt.result
+
+
+def _result(run, status, x):
+    opt = run.opt
+    return TrainResult(
         x=x.copy(),
         params=opt.unflatten(x),
         status=status,
         message=STOP_REASONS[status],
-        success=status != "interrupted",
+        success=status not in ("interrupted", "numerical_failure"),
         updates=run.update,
         best_update=run.best_update if run.best_validation is not None else run.update,
         best_validation=run.best_validation,
@@ -313,8 +323,6 @@ def _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback
         njev=run.njev,
         nhev=run.nhev,
     )
-    opt.result = result
-    return result
 
 
 def _log_update(s: UpdateStats):
