@@ -19,7 +19,7 @@ from .checkpoint import CheckpointLock, load_checkpoint, save_checkpoint
 from .errors import ArgumentError, CheckpointMismatchError, NumericalFailureError
 from .optimizer import hf_optimizer
 from .stats import STOP_REASONS, HistoryWriter, TrainResult, UpdateStats
-from .training import _check_dataset, _validate
+from .training import _check_dataset, _validate, parameter_signature, restore_dataset_states, save_dataset_states
 
 __all__ = ["sgd_optimizer"]
 
@@ -96,7 +96,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
         datasets = {"gradient_dataset": gradient_dataset}
         if validation is not None and not callable(validation):
             datasets["validation"] = validation
-        signature = [[x.name or f"p{i}", list(s), str(x.dtype)] for i, (x, s) in enumerate(zip(self.p, self.layout.shapes))]
+        signature = parameter_signature(self)
         options = dict(method="sgd", learning_rate=learning_rate, momentum=momentum, steps_per_update=steps_per_update)
         lock = None
         if save_progress is not None:
@@ -108,11 +108,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
                 arrays, meta = load_checkpoint(save_progress)
                 if meta.get("signature") != signature or meta.get("options") != options:
                     raise CheckpointMismatchError(f"checkpoint {save_progress} belongs to another model or SGD configuration")
-                for name, ds in datasets.items():
-                    st = meta["datasets"].get(name)
-                    if st is not None and hasattr(ds, "load_state_dict"):
-                        pre = f"{name}/"
-                        ds.load_state_dict({"json": st, "arrays": {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}})
+                restore_dataset_states(datasets, arrays, meta["datasets"])
                 self.set_flat(arrays["theta"])
                 velocity = arrays["velocity"].astype(self.layout.dtype)
                 run.best_theta = arrays["best_theta"]
@@ -187,11 +183,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
                                     failures=failures,
                                     best_validation=None if run.best_validation is None else list(run.best_validation),
                                     history=[h.to_json() for h in history], datasets={})
-                        for name, ds in datasets.items():
-                            if hasattr(ds, "state_dict"):
-                                st = ds.state_dict()
-                                meta["datasets"][name] = st["json"]
-                                arrays.update({f"{name}/{k}": v for k, v in st["arrays"].items()})
+                        save_dataset_states(datasets, arrays, meta["datasets"])
                         save_checkpoint(save_progress, arrays, meta)
                     if callback is not None:
                         try:

@@ -109,6 +109,44 @@ class TrainOptions:
         return d
 
 
+def parameter_signature(opt):
+    """Names, shapes and dtypes of the parameters: what a checkpoint must match."""
+    return [[x.name or f"p{i}", list(s), str(x.dtype)] for i, (x, s) in enumerate(zip(opt.p, opt.layout.shapes))]
+
+
+def save_dataset_states(datasets, arrays, states):
+    """Store each dataset's ``state_dict()``: JSON part in ``states[name]``, arrays as ``arrays["name/key"]``."""
+    for name, ds in datasets.items():
+        if ds is not None and hasattr(ds, "state_dict"):
+            st = ds.state_dict()
+            states[name] = st["json"]
+            for k, v in st["arrays"].items():
+                arrays[f"{name}/{k}"] = v
+
+
+def restore_dataset_states(datasets, arrays, states):
+    """Inverse of :func:`save_dataset_states`, all or nothing.
+
+    Each dataset validates its own state, so a later one can still refuse after
+    an earlier one was restored: those are then put back as they were.
+    """
+    restored = []
+    try:
+        for name, ds in datasets.items():
+            st = states.get(name)
+            if ds is None or st is None or not hasattr(ds, "load_state_dict"):
+                continue
+            prefix = f"{name}/"
+            before = ds.state_dict() if hasattr(ds, "state_dict") else None
+            ds.load_state_dict({"json": st, "arrays": {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
+            restored.append((ds, before))
+    except BaseException:
+        for ds, before in reversed(restored):
+            if before is not None:
+                ds.load_state_dict(before)
+        raise
+
+
 def _check_dataset(ds, name):
     if ds is None or not hasattr(ds, "iterate") or not hasattr(ds, "update"):
         raise ArgumentError(
@@ -140,7 +178,7 @@ class _Run:
 
     # -- checkpoint (de)serialization -----------------------------------------
     def signature(self):
-        return [[x.name or f"p{i}", list(s), str(x.dtype)] for i, (x, s) in enumerate(zip(self.opt.p, self.opt.layout.shapes))]
+        return parameter_signature(self.opt)
 
     def to_checkpoint(self, datasets):
         arrays = {"theta": self.opt.get_flat(), "best_theta": self.best_theta, "cg_x": self.cg_x}
@@ -156,12 +194,7 @@ class _Run:
             "history": [s.to_json() for s in self.history],
             "datasets": {},
         }
-        for name, ds in datasets.items():
-            if ds is not None and hasattr(ds, "state_dict"):
-                st = ds.state_dict()
-                meta["datasets"][name] = st["json"]
-                for k, v in st["arrays"].items():
-                    arrays[f"{name}/{k}"] = v
+        save_dataset_states(datasets, arrays, meta["datasets"])
         return arrays, meta
 
     def from_checkpoint(self, path, arrays, meta, datasets):
@@ -186,23 +219,8 @@ class _Run:
             a = arrays.get(key)
             if a is None or a.shape != (n,):
                 raise CheckpointMismatchError(f"checkpoint {path}: array {key!r} missing or not of shape ({n},)")
-        # everything validated that can be: now restore, the datasets all or none (each one
-        # validates its own state, so a later one can still refuse after an earlier one loaded)
-        restored = []
-        try:
-            for name, ds in datasets.items():
-                st = meta["datasets"].get(name)
-                if ds is None or st is None or not hasattr(ds, "load_state_dict"):
-                    continue
-                prefix = f"{name}/"
-                before = ds.state_dict() if hasattr(ds, "state_dict") else None
-                ds.load_state_dict({"json": st, "arrays": {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
-                restored.append((ds, before))
-        except BaseException:
-            for ds, before in reversed(restored):
-                if before is not None:
-                    ds.load_state_dict(before)
-            raise
+        # everything validated that can be: now restore
+        restore_dataset_states(datasets, arrays, meta["datasets"])
         self.opt.set_flat(arrays["theta"])
         self.best_theta = arrays["best_theta"].astype(self.opt.layout.dtype)
         self.cg_x = arrays["cg_x"].astype(self.opt.layout.dtype)
