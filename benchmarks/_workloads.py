@@ -180,7 +180,8 @@ def gemm_floor(gemms, dtype="float32", seed=0):
         key = (M, K, N, ta)
         if key not in cache:
             a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
-            b = rng.standard_normal((K, N)).astype(dtype) / np.sqrt(K)
+            b = (rng.standard_normal((K, N)) / np.sqrt(K)).astype(dtype)
+            assert a.dtype == b.dtype == np.dtype(dtype)
             cache[key] = (a.T if ta else a, b, np.empty((M, N), dtype))
         jobs.append(cache[key])
 

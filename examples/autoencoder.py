@@ -72,6 +72,8 @@ def parse_args(argv=None):
     ap.add_argument("--budget", type=float, default=600.0, help="time budget in seconds (both methods)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batches")
     ap.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST IDX files")
+    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+                    help="processes sharing each batch (default: the cores available to this process)")
     ap.add_argument("--mode", default=None, help="PyTensor mode (default: hf_symbolic's default)")
     ap.add_argument("--float64", action="store_true", help="compute in float64 instead of float32")
     ap.add_argument("--sgd", action="store_true", help="train with the SGD baseline instead of HF")
@@ -168,7 +170,7 @@ def main(argv=None):
         cg_ds = BatchDataset([x_train], args.cg_batch, seed=batch_seed + 1)
         opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=0.0, max_cg_iterations=args.max_cg,
                   preconditioner=args.preconditioner, num_updates=args.updates, validation=validate,
-                  callback=report, time_budget=args.budget)
+                  callback=report, time_budget=args.budget, workers=args.workers)
     seconds = clock()
     result = opt.result
     # train() leaves the parameters with the lowest training cross-entropy; report those.

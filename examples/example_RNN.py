@@ -47,6 +47,8 @@ def parse_args(argv=None):
     ap.add_argument("--checkpoint", default=None, help="checkpoint file: resume from it if it exists")
     ap.add_argument("--history", default=None, help="JSON-lines history file (default: next to the checkpoint, or memorization_T<T>_seed<seed>.jsonl)")
     ap.add_argument("--plot", default=None, help="PNG of the learning curves (needs matplotlib; default: history name with .png)")
+    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+                    help="processes sharing each batch (default: the cores available to this process)")
     ap.add_argument("--mode", default=None, help="PyTensor mode (default: hf_symbolic's default)")
     ap.add_argument("--float64", action="store_true", help="compute in float64 instead of float32")
     ap.add_argument("--sgd", action="store_true", help="train with the SGD baseline instead of HF")
@@ -167,7 +169,7 @@ def main(argv=None):
         opt = hf_optimizer(p, inputs, s, costs, h=h, ha=ha, mode=args.mode)
         opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=args.mu, max_cg_iterations=args.max_cg,
                   num_updates=args.updates, validation=valid_ds, save_progress=args.checkpoint, callback=report,
-                  history_file=history, time_budget=args.budget)
+                  history_file=history, time_budget=args.budget, workers=args.workers)
     elapsed = time.perf_counter() - t_start
     result = opt.result
     last_valid = next((st.validation for st in reversed(result.history) if st.validation is not None), None)

@@ -61,6 +61,8 @@ def parse_args(argv=None):
     ap.add_argument("--max-cg", type=int, default=300, help="maximum CG iterations per update")
     ap.add_argument("--updates", type=int, default=1000, help="maximum number of updates")
     ap.add_argument("--budget", type=float, default=3600.0, help="time budget in seconds")
+    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+                    help="processes sharing each batch (default: the cores available to this process)")
     ap.add_argument("--mode", default=None, help="PyTensor mode (default: hf_symbolic's default)")
     ap.add_argument("--float64", action="store_true", help="compute in float64 instead of float32")
     ap.add_argument("--sgd", action="store_true", help="train with the SGD baseline instead of HF")
@@ -143,7 +145,8 @@ def main(argv=None):
                   callback=report, time_budget=args.budget)
     else:
         opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=args.mu, max_cg_iterations=args.max_cg,
-                  num_updates=args.updates, validation=validate, callback=report, time_budget=args.budget)
+                  num_updates=args.updates, validation=validate, callback=report, time_budget=args.budget,
+                  workers=args.workers)
     train_seconds = clock()
     if solved["theta"] is not None:
         opt.set_flat(solved["theta"])  # the parameters that solved the validation sequences

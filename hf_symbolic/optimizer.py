@@ -272,6 +272,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         callback=None,
         history_file=None,
         blas_threads=1,
+        workers=1,
         **options,
     ):
         """Train with Hessian-free optimization (the 2012 signature, plus keyword-only options).
@@ -316,6 +317,12 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             JSON-lines file with one record per update.
         blas_threads : int or None
             BLAS threads while training (threadpoolctl); None leaves them as they are.
+        workers : int
+            Split every batch into this many shards of cases (along
+            :attr:`case_axes`) and evaluate them in parallel: this process and
+            ``workers - 1`` forked worker processes (:mod:`hf_symbolic.parallel`).
+            Assumes the costs are means over cases. Results equal one process's
+            up to floating-point rounding.
         **options
             Any field of :class:`~hf_symbolic.training.TrainOptions`:
             ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
@@ -347,7 +354,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             known = sorted(TrainOptions.__dataclass_fields__)
             raise ArgumentError(f"unknown training option in {sorted(options)}: expected some of {known}") from exc
         result = train(self, gradient_dataset, cg_dataset, opts, validation=validation, save_progress=save_progress,
-                       callback=callback, history_file=history_file, blas_threads=blas_threads)
+                       callback=callback, history_file=history_file, blas_threads=blas_threads, workers=workers)
         return result.params
 
     def _cached_gv_functions(self):

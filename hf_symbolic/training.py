@@ -239,7 +239,7 @@ def _mean_costs(opt, batches):
 
 
 def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=None, save_progress=None, callback=None,
-          history_file=None, blas_threads=1):
+          history_file=None, blas_threads=1, workers=1):
     """Run HF on ``opt``; see :meth:`hf_optimizer.train` for the meaning of every argument."""
     _check_dataset(gradient_dataset, "gradient_dataset")
     _check_dataset(cg_dataset, "cg_dataset")
@@ -270,9 +270,14 @@ def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=N
             log.info("resumed from %s at update %d (lambda=%.4g)", save_progress, run.update, run.lam)
         history = HistoryWriter(history_file, truncate_to=run.update if resumed else None) if history_file else None
         from .backend import blas_threads as _limit
+        from .parallel import make_evaluator
 
         with _limit(blas_threads):
-            return _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback, history, datasets)
+            run.evaluator = make_evaluator(opt, workers)
+            try:
+                return _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback, history, datasets)
+            finally:
+                run.evaluator.close()
     finally:
         if lock is not None:
             lock.release()
@@ -365,27 +370,24 @@ def _one_update(run, gradient_dataset, cg_dataset, validation, dtype):
     gbatches = [list(b) for b in gradient_dataset.iterate(update=True)]
     if not gbatches:
         raise ArgumentError("gradient_dataset.iterate() yielded no batch")
-    g = None
-    costs_sum = None
-    for b in gbatches:
-        gi, ci = opt.gradient(b)
-        g = gi.astype(np.float64) if g is None else g + gi
-        costs_sum = np.array(ci) if costs_sum is None else costs_sum + ci
-        run.njev += 1
-    g = (g / len(gbatches)).astype(dtype)
-    costs = tuple(float(c) for c in costs_sum / len(gbatches))
+    ev = run.evaluator
+    ev.set_theta(theta)
+    ev.load("gradient", gbatches)
+    g, costs = ev.gradient("gradient")
+    run.njev += len(gbatches)
+    g = g.astype(dtype)
+    costs = tuple(float(c) for c in costs)
     f_old = costs[0]
     timings["gradient"] = time.perf_counter() - t0
 
     def objective(p):
         """costs[0] on the gradient batch at theta + p (parameters restored afterwards)."""
-        opt.set_flat(theta + p)
         try:
-            vals = [opt.cost(b)[0] for b in gbatches]
+            ev.set_theta(theta + p)
+            f = ev.cost("gradient")[0]
         finally:
             opt.set_flat(theta)
         run.nfev += len(gbatches)
-        f = float(np.mean(vals))
         return f if math.isfinite(f) else math.inf
 
     def finish(failure, next_lam, **kw):
@@ -424,24 +426,22 @@ def _one_update(run, gradient_dataset, cg_dataset, validation, dtype):
     if not cbatches:
         raise ArgumentError("cg_dataset.iterate() yielded no batch")
     structural = lam * o.mu if opt.has_structural_damping else 0.0
-    ops = [opt.curvature_operator(b, damping=0.0, structural_coefficient=structural) for b in cbatches]
-    curv_time = [0.0]
+    t = time.perf_counter()
+    ev.load("cg", cbatches)
+    ev.begin_cg("cg", structural)
+    curv_time = [time.perf_counter() - t]
 
     def matvec(v):
         t = time.perf_counter()
-        out = ops[0].matvec(v)
-        for op in ops[1:]:
-            out = out + op.matvec(v)
-        if len(ops) > 1:
-            out = out / len(ops)
-        run.nhev += len(ops)
+        out = ev.matvec(v)
+        run.nhev += len(cbatches)
         curv_time[0] += time.perf_counter() - t
         return out + np.asarray(lam, dtype=out.dtype) * v
 
     M = None
     if o.preconditioner:
         t = time.perf_counter()
-        sq = sum(opt.per_case_squared_gradient(b) for b in cbatches) / len(cbatches)
+        sq = ev.per_case_squared_gradient("cg")
         M = ((sq + lam) ** o.preconditioner_exponent).astype(dtype)
         curv_time[0] += time.perf_counter() - t
     t0 = time.perf_counter()
@@ -471,7 +471,8 @@ def _one_update(run, gradient_dataset, cg_dataset, validation, dtype):
 
     # 5. reduction ratio with the undamped model, Levenberg-Marquardt ----------------
     t = time.perf_counter()
-    gp = _plain_product(opt, cbatches, p)
+    ev.set_theta(theta)
+    gp = ev.plain_product("cg", p)
     run.nhev += len(cbatches)
     timings["curvature"] += time.perf_counter() - t
     slope = float(np.dot(g.astype(np.float64), p.astype(np.float64)))
@@ -500,18 +501,6 @@ def _one_update(run, gradient_dataset, cg_dataset, validation, dtype):
     opt.set_flat(new_theta)
     return finish("", next_lam, step=float(step), accepted=True, new_cost=float(new_cost),
                   step_norm=float(step * np.linalg.norm(p)), **kw)
-
-
-def _plain_product(opt, batches, p):
-    """Undamped curvature product (Gauss-Newton, or Hessian in Hessian mode), averaged over batches."""
-    out = None
-    for b in batches:
-        if opt.curvature == "hessian":
-            r = opt.hessian_product(p, b)
-        else:
-            r = opt.gauss_newton_product(p, b)
-        out = r.astype(np.float64) if out is None else out + r
-    return out / len(batches)
 
 
 def _validate(run, validation, u, timings):
