@@ -17,6 +17,7 @@ from .errors import *  # noqa: F401,F403
 from .flat import FlatLayout
 from .linesearch import LineSearchResult, armijo
 from .optimizer import CurvatureOperator, hf_optimizer
+from .sgd import sgd_optimizer
 from .stats import TrainResult, UpdateStats
 from .training import TrainOptions
 
