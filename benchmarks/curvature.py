@@ -17,9 +17,9 @@ in ONE process, interleaving the quantities round by round:
 Run by hand, never by the test suite::
 
     unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE      # for benchmark commands only
-    python benchmarks/curvature.py                # everything (about half an hour on 2 cores)
+    python benchmarks/curvature.py                # everything (11 min on 2 busy cores, warm caches)
     python benchmarks/curvature.py --workloads rnn --dtypes float32 --backends default
-    python benchmarks/curvature.py --small        # seconds: checks the script
+    python benchmarks/curvature.py --small --backends default   # under a minute: checks the script
 """
 
 from __future__ import annotations
