@@ -21,6 +21,9 @@ Writes are atomic: the archive goes to a uniquely named temporary file in the
 target directory, is flushed and ``fsync``-ed, then renamed onto the target with
 :func:`os.replace`, and the directory is ``fsync``-ed.  A failed or interrupted
 write removes the temporary file and leaves any previous checkpoint untouched.
+A writer killed before the rename (``SIGKILL``, power loss) leaves its
+temporary file behind; :func:`remove_stale_temporaries` deletes those of dead
+writers, and :class:`CheckpointLock` calls it whenever it is acquired.
 
 :class:`CheckpointLock` is an advisory, non-blocking, exclusive lock that keeps
 two runs from writing the same checkpoint.  It uses :func:`fcntl.flock`, so the
@@ -37,6 +40,7 @@ import logging
 import os
 import secrets
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -61,6 +65,7 @@ __all__ = [
     "META_MEMBER",
     "CheckpointLock",
     "load_checkpoint",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]
 
@@ -201,6 +206,68 @@ def _open_unique_temp(directory: str, base: str) -> tuple[str, int]:
     raise FileExistsError(errno.EEXIST, "could not create a unique temporary file", directory)
 
 
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path) -> list[str]:
+    """Delete the temporary files that dead writers of ``path`` left behind.
+
+    :func:`save_checkpoint` writes ``.<name>.<pid>.<12 hex digits>.tmp`` next
+    to the target and renames it; a writer killed before the rename leaves
+    that file.  Files of exactly that pattern whose writer process no longer
+    exists are removed; files of live processes (and of this one) are kept.
+    Failures to list or delete are logged as warnings, never raised.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint path (not a temporary file).
+
+    Returns
+    -------
+    list of str
+        The removed files.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        _log.warning("could not list %r to remove stale temporary checkpoint files: %s", directory, exc)
+        return []
+    removed = []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        parts = name[len(prefix):-len(".tmp")].split(".")
+        if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 12 \
+                or not all(c in "0123456789abcdef" for c in parts[1]):
+            continue
+        pid = int(parts[0])
+        if pid == os.getpid() or _process_exists(pid):
+            continue
+        stale = os.path.join(directory, name)
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            _log.warning("could not remove stale temporary checkpoint file %r: %s", stale, exc)
+            continue
+        removed.append(stale)
+    if removed:
+        _log.warning("removed %d temporary file(s) left by interrupted writes of checkpoint %r", len(removed), path)
+    return removed
+
+
 def save_checkpoint(path, arrays: Mapping[str, np.ndarray], meta: Mapping) -> None:
     """Atomically write a checkpoint file (numeric arrays + JSON metadata).
 
@@ -296,9 +363,12 @@ def save_checkpoint(path, arrays: Mapping[str, np.ndarray], meta: Mapping) -> No
 # Loading
 # ---------------------------------------------------------------------------
 
-# Errors that reading a damaged archive/.npy member can raise.
+# Errors that reading a damaged archive/.npy member can raise (numpy falls back to Python's
+# tokenizer on a .npy header it cannot parse, hence TokenError).
 _READ_ERRORS = (
     ValueError,
+    OverflowError,
+    tokenize.TokenError,
     EOFError,
     KeyError,
     TypeError,
@@ -372,8 +442,9 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         The file has a ``format_version`` newer than :data:`FORMAT_VERSION`.
     CheckpointCorruptError
         The file is not a zip archive, is truncated, holds an object (pickled)
-        array, lacks ``__meta__``, has invalid JSON or a foreign format name, or
-        its digest does not match the content (tampered).
+        array or a compressed member, declares an array too large to allocate,
+        lacks ``__meta__``, has invalid JSON or a foreign format name, or its
+        digest does not match the content (tampered).
 
     Notes
     -----
@@ -400,6 +471,11 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
             raise _corrupt(path, "is a single .npy array, not a checkpoint archive")
         arrays: dict[str, np.ndarray] = {}
         with loaded:
+            # Only stored members: a compressed one could inflate to any size before the digest is checked.
+            compressed = [info.filename for info in loaded.zip.infolist() if info.compress_type != zipfile.ZIP_STORED]
+            if compressed:
+                raise _corrupt(path, f"has compressed member(s) {compressed}; "
+                                     "checkpoints hold uncompressed members only")
             names = list(loaded.files)
             if META_MEMBER not in names:
                 raise _corrupt(path, f"has no {META_MEMBER!r} member; it is not an hf_symbolic checkpoint")
@@ -414,6 +490,8 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
                     raise _corrupt(path, f"member {name!r} is unreadable: {exc}") from exc
                 except _READ_ERRORS as exc:
                     raise _corrupt(path, f"member {name!r} is unreadable: {type(exc).__name__}: {exc}") from exc
+                except MemoryError as exc:  # a header declaring an absurd shape
+                    raise _corrupt(path, f"member {name!r} declares an array too large to allocate: {exc}") from exc
                 if not isinstance(value, np.ndarray):
                     raise _corrupt(path, f"member {name!r} is not a .npy array")
                 arrays[name] = value
@@ -444,7 +522,9 @@ class CheckpointLock:
     ``CheckpointLock`` objects in the same process also exclude each other.  A
     child created with ``fork`` shares the parent's lock.  Keep a reference to
     the object for as long as the run lasts: a garbage-collected lock object
-    closes its file and so releases the lock.
+    closes its file and so releases the lock.  Acquiring the lock also removes
+    the temporary files of writers of ``path`` that died mid-write
+    (:func:`remove_stale_temporaries`).
 
     Parameters
     ----------
@@ -456,6 +536,9 @@ class CheckpointLock:
     CheckpointLockedError
         From :meth:`acquire` / ``__enter__`` when another holder has the lock;
         the message names the path and, when readable, the holder's pid.
+    CheckpointWriteError
+        From :meth:`acquire` when the lock file cannot be created (missing
+        directory, permission denied, read-only file system).
 
     Examples
     --------
@@ -501,7 +584,13 @@ class CheckpointLock:
             raise CheckpointLockedError(
                 f"checkpoint {self.path!r} is already locked by this CheckpointLock object"
             )
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"cannot create the lock file {self.lock_path!r} of checkpoint {self.path!r}: "
+                f"{type(exc).__name__}: {exc}; the checkpoint's directory must exist and be writable"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -521,6 +610,7 @@ class CheckpointLock:
             _log.warning("could not write pid into lock file %r: %s", self.lock_path, exc)
         self._fd = fd
         _log.debug("locked %r", self.lock_path)
+        remove_stale_temporaries(self.path)  # no live writer of this path can own them now
         return self
 
     def release(self) -> None:

@@ -128,7 +128,12 @@ def build_curvature_graphs(spec, layout) -> CurvatureGraphs:
     cost = spec.costs[0]
     v = pt.vector("v", dtype=layout.dtype)
     coefficient = pt.scalar("structural_coefficient", dtype=layout.dtype)
-    v_parts = [piece.astype(x.dtype) for piece, x in zip(layout.symbolic_split(v), p)]
+    # Tangents get the parameters' own (symbolic) shapes: a constant-shaped reshape has a more
+    # specific static type than the shared variable's, which ``Scan``'s op-level pushforward refuses
+    # (it would fall back to the slower double-pullback construction, whose tangent loop carries
+    # the direction as recurrent states).
+    v_parts = [pt.reshape(piece.astype(x.dtype).ravel(), x.shape, ndim=x.ndim)
+               for piece, x in zip(layout.symbolic_split(v), p)]
 
     g_parts = grad(cost, p)
     gradient = layout.symbolic_concat([gi.astype(layout.dtype) for gi in g_parts])

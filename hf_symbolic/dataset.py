@@ -363,13 +363,18 @@ class SequenceDataset(_ShuffledItems):
     ------
     DatasetError
         Bad ``data`` layout, different numbers of sequences per input, a
-        sequence shorter than ``minimum_size`` (or of mismatched length across
-        inputs) when cutting, no items, or a size argument below 1.
+        ragged, empty or non-numeric array, a sequence shorter than
+        ``minimum_size`` (or of mismatched length across inputs) when cutting,
+        no items, or a size argument below 1.
 
     Notes
     -----
     The items are shuffled once at construction and again at each epoch end.
-    Items are views of the given arrays: nothing is copied.
+    Items are views of the given arrays: nothing is copied.  Unlike
+    :class:`BatchDataset`, values are not checked for NaN or inf: an item
+    holding them is served as it is, and the training update that uses it
+    fails with a non-finite cost and is rejected (parameters kept, lambda
+    raised), so such an item is skipped once per epoch.
 
     Examples
     --------
@@ -413,7 +418,22 @@ class SequenceDataset(_ShuffledItems):
                     f"input {i} has {len(seqs)} sequences but input 0 has {len(data[0])}; "
                     "every input needs one array per sequence"
                 )
-            out.append([np.asarray(s) for s in seqs])
+            arrays = []
+            for j, seq in enumerate(seqs):
+                try:
+                    a = np.asarray(seq)
+                except (ValueError, TypeError) as exc:  # ragged nested lists
+                    raise DatasetError(f"data[{i}][{j}] is not a rectangular array: {exc}") from exc
+                if a.dtype.kind not in "biufc":
+                    raise DatasetError(
+                        f"data[{i}][{j}] has dtype {a.dtype}; expected a numeric (bool/int/float/complex) dtype"
+                    )
+                if a.size == 0:
+                    raise DatasetError(
+                        f"data[{i}][{j}] has shape {a.shape} and holds no values; expected a non-empty array"
+                    )
+                arrays.append(a)
+            out.append(arrays)
         if len(out[0]) == 0:
             raise DatasetError("data hold zero sequences; expected at least one")
         if self._batch_size is not None:

@@ -122,6 +122,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         self.layout = FlatLayout(tuple(tuple(x.get_value(borrow=True).shape) for x in self.p), np.dtype(dtype))
         self._graphs = build_curvature_graphs(self._spec, self.layout)
         self._functions = {}
+        self._cached_product_ran = False
         self.compile_seconds = 0.0
         self.result = None
 
@@ -162,10 +163,18 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             ins, outs = [g.v, *self.inputs], g.hessian
         elif name == "structural":
             ins, outs = [g.v, *self.inputs], g.structural
+        elif name == "gradient_one_case":  # inputs with a static case dimension, narrowed to one case
+            from pytensor.graph.replace import clone_replace
+
+            ins = [self._one_case_input(x, ax) for x, ax in zip(self.inputs, self.case_axes)]
+            outs = clone_replace([g.gradient], replace=dict(zip(self.inputs, ins)), rebuild_strict=False)
         else:  # pragma: no cover - internal
             raise KeyError(name)
+        from .backend import compile_flags
+
         t0 = time.perf_counter()
-        fn = pytensor.function(ins, outs, mode=self._mode, on_unused_input="ignore", name=f"hf_{name}")
+        with compile_flags():
+            fn = pytensor.function(ins, outs, mode=self._mode, on_unused_input="ignore", name=f"hf_{name}")
         dt = time.perf_counter() - t0
         self.compile_seconds += dt
         log.debug("compiled %s in %.2f s", name, dt)
@@ -231,12 +240,23 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         batch = self._batch(batch)
         return np.asarray(self._function("hessian")(v, *batch))
 
+    @staticmethod
+    def _one_case_input(x, ax):
+        """``x``, or a copy of its type with one case when its case dimension has a static size."""
+        if ax is None or x.type.shape[ax] in (None, 1):
+            return x
+        shape = list(x.type.shape)
+        shape[ax] = 1
+        return x.type.clone(shape=tuple(shape))(name=x.name)
+
     def per_case_squared_gradient(self, batch):
         """Mean over cases of the squared per-case gradients, ``(1/N) Σ_i g_i ⊙ g_i``.
 
         The diagonal of the empirical Fisher matrix, used by Martens' preconditioner
         (Martens 2010 §4.7). Cases are split along :attr:`case_axes`; each case's
-        gradient is the gradient of ``costs[0]`` on a one-case batch.
+        gradient is the gradient of ``costs[0]`` on a one-case batch. Inputs
+        whose case dimension has a static size (as JAX needs) get a second
+        gradient function compiled for one case.
         """
         batch = self._batch(batch)
         sizes = {a.shape[ax] for a, ax in zip(batch, self.case_axes) if ax is not None}
@@ -245,7 +265,8 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
 
             raise BatchError(f"inputs disagree on the number of cases along case_axes {self.case_axes}: {sorted(sizes)}")
         n = sizes.pop() if sizes else 1
-        fn = self._function("gradient")
+        static = any(ax is not None and x.type.shape[ax] not in (None, 1) for x, ax in zip(self.inputs, self.case_axes))
+        fn = self._function("gradient_one_case" if static else "gradient")
         acc = np.zeros(self.layout.size, dtype=np.float64)
         for i in range(n):
             one = [a if ax is None else np.take(a, [i], axis=ax) for a, ax in zip(batch, self.case_axes)]
@@ -273,6 +294,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         history_file=None,
         blas_threads=1,
         workers=1,
+        client=None,
         **options,
     ):
         """Train with Hessian-free optimization (the 2012 signature, plus keyword-only options).
@@ -323,6 +345,12 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             ``workers - 1`` forked worker processes (:mod:`hf_symbolic.parallel`).
             Assumes the costs are means over cases. Results equal one process's
             up to floating-point rounding.
+        client : dask.distributed.Client, optional
+            Evaluate on the workers of a Dask cluster instead, one shard of
+            cases per worker (:mod:`hf_symbolic.distributed`; needs
+            ``pip install 'hf_symbolic[dask]'``). Excludes ``workers > 1``;
+            ``blas_threads`` applies on the workers too. Without a client Dask
+            is not imported.
         **options
             Any field of :class:`~hf_symbolic.training.TrainOptions`:
             ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
@@ -354,7 +382,8 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             known = sorted(TrainOptions.__dataclass_fields__)
             raise ArgumentError(f"unknown training option in {sorted(options)}: expected some of {known}") from exc
         result = train(self, gradient_dataset, cg_dataset, opts, validation=validation, save_progress=save_progress,
-                       callback=callback, history_file=history_file, blas_threads=blas_threads, workers=workers)
+                       callback=callback, history_file=history_file, blas_threads=blas_threads, workers=workers,
+                       client=client)
         return result.params
 
     def _cached_gv_functions(self):
@@ -364,6 +393,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             return self._functions[key]
         import pytensor
 
+        from .backend import compile_flags
         from .linearize import partial_eval
 
         g = self._graphs
@@ -371,10 +401,11 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         t0 = time.perf_counter()
         try:
             pe = partial_eval([g.gauss_newton], varying)
-            f_res = pytensor.function(self.inputs, list(pe.residuals), mode=self._mode, on_unused_input="ignore",
-                                      name="hf_forward_cache")
-            f_gv = pytensor.function([*varying, *pe.placeholders], pe.outputs[0], mode=self._mode,
-                                     on_unused_input="ignore", name="hf_gauss_newton_cached")
+            with compile_flags():
+                f_res = pytensor.function(self.inputs, list(pe.residuals), mode=self._mode,
+                                          on_unused_input="ignore", name="hf_forward_cache")
+                f_gv = pytensor.function([*varying, *pe.placeholders], pe.outputs[0], mode=self._mode,
+                                         on_unused_input="ignore", name="hf_gauss_newton_cached")
             fns = (f_res, f_gv)
         except Exception as exc:  # any failure of the rewrite falls back to the plain product
             log.warning("cached forward pass unavailable for this graph (%s: %s); using the plain product",
@@ -387,22 +418,54 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
     def _gv_function(self, batch, coefficient):
         cached = self._cached_gv_functions() if self.cache_forward else None
         if cached is not None:
-            f_res, f_gv = cached
-            extra = [np.asarray(coefficient, dtype=self.layout.dtype)] if self.has_structural_damping else []
-            try:
-                residuals = list(f_res(*batch))
-                f_gv(np.zeros(self.layout.size, dtype=self.layout.dtype), *extra, *residuals)
-            except Exception as exc:  # e.g. a backend that needs static shapes the placeholders lack
-                log.warning("cached forward pass failed on this backend (%s: %s); using the plain product",
-                            type(exc).__name__, exc)
-                self._functions["gauss_newton_cached"] = None
-            else:
-                return lambda v: np.asarray(f_gv(v, *extra, *residuals))
+            product = self._cached_product(cached, batch, coefficient)
+            if product is not None:
+                return product
         fn = self._function("gauss_newton")
         if self.has_structural_damping:
             c = np.asarray(coefficient, dtype=self.layout.dtype)
             return lambda v: np.asarray(fn(v, c, *batch))
         return lambda v: np.asarray(fn(v, *batch))
+
+    def _cached_product(self, cached, batch, coefficient):
+        """The cached-forward product on ``batch``, or None when this backend cannot run it.
+
+        Some backends compile the partially evaluated graph but fail when it
+        runs (JAX needs static shapes the placeholders lack). Until one product
+        has run, a failure switches this optimizer to the plain product for
+        good; after that, errors propagate as from any other function.
+        """
+        f_res, f_gv = cached
+        extra = [np.asarray(coefficient, dtype=self.layout.dtype)] if self.has_structural_damping else []
+
+        def fall_back(exc):
+            log.warning("cached forward pass failed on this backend (%s: %s); using the plain product",
+                        type(exc).__name__, exc)
+            self._functions["gauss_newton_cached"] = None
+
+        try:
+            residuals = list(f_res(*batch))
+        except Exception as exc:
+            if self._cached_product_ran:
+                raise
+            fall_back(exc)
+            return None
+        if self._cached_product_ran:
+            return lambda v: np.asarray(f_gv(v, *extra, *residuals))
+        plain = self._gv_function  # resolved lazily, only if the first product fails
+
+        def first_product(v):
+            if self._cached_product_ran:
+                return np.asarray(f_gv(v, *extra, *residuals))
+            try:
+                out = np.asarray(f_gv(v, *extra, *residuals))
+            except Exception as exc:
+                fall_back(exc)
+                return plain(batch, coefficient)(v)
+            self._cached_product_ran = True
+            return out
+
+        return first_product
 
     def curvature_operator(self, batch, damping=0.0, structural_coefficient=0.0, curvature=None):
         """The damped curvature on one minibatch as a :class:`CurvatureOperator` (for CG)."""

@@ -9,7 +9,10 @@ One update:
    ``ceil(γ^j)`` grid;
 4. backtracking over the kept iterates on the gradient batch's objective;
 5. the reduction ratio ``ρ`` of that step against the *undamped* quadratic
-   ``q(p) = gᵀp + ½ pᵀGp`` and the Levenberg-Marquardt rule for ``λ``;
+   ``q(p) = gᵀp + ½ pᵀGp`` and the Levenberg-Marquardt rule for ``λ`` (which
+   rises at least by the boost when a curvature product inside CG was not
+   finite; a non-finite cost or gradient, a first curvature product or a cost
+   after the step that is not finite rejects the update and raises ``λ``);
 6. an Armijo line search along the chosen step; the parameters change only
    when the new cost is finite;
 7. validation, early stopping, history record, checkpoint, callback.
@@ -28,7 +31,13 @@ import numpy as np
 from .cg import backtrack, conjugate_gradient
 from .checkpoint import CheckpointLock, load_checkpoint, save_checkpoint
 from .damping import DampingRule, reduction_ratio
-from .errors import ArgumentError, CheckpointMismatchError, NumericalFailureError
+from .errors import (
+    ArgumentError,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    NumericalFailureError,
+)
 from .linesearch import armijo
 from .stats import STOP_REASONS, HistoryWriter, TrainResult, UpdateStats
 
@@ -128,7 +137,9 @@ def restore_dataset_states(datasets, arrays, states):
     """Inverse of :func:`save_dataset_states`, all or nothing.
 
     Each dataset validates its own state, so a later one can still refuse after
-    an earlier one was restored: those are then put back as they were.
+    an earlier one was restored: those are then put back as they were.  A
+    refusal (a :class:`~hf_symbolic.errors.CheckpointError`) is raised again
+    with the dataset's name in front of its message.
     """
     restored = []
     try:
@@ -138,7 +149,11 @@ def restore_dataset_states(datasets, arrays, states):
                 continue
             prefix = f"{name}/"
             before = ds.state_dict() if hasattr(ds, "state_dict") else None
-            ds.load_state_dict({"json": st, "arrays": {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}})
+            own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            try:
+                ds.load_state_dict({"json": st, "arrays": own})
+            except CheckpointError as exc:
+                raise type(exc)(f"{name}: {exc}") from exc
             restored.append((ds, before))
     except BaseException:
         for ds, before in reversed(restored):
@@ -205,7 +220,9 @@ class _Run:
             )
         if meta.get("curvature") != self.opt.curvature:
             raise CheckpointMismatchError(f"checkpoint {path} was made with curvature={meta.get('curvature')!r}, not {self.opt.curvature!r}")
-        saved = dict(meta.get("options", {}))
+        saved = meta.get("options", {})
+        if not isinstance(saved, dict):
+            raise CheckpointCorruptError(f"checkpoint {path}: 'options' is {saved!r:.80}; expected an object")
         now = self.o.to_json()
         changed = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
         if changed:
@@ -214,23 +231,83 @@ class _Run:
                 + ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in changed)
                 + "; call train with the same arguments to resume, or use another save_progress path"
             )
-        n = self.opt.layout.size
-        for key in ("theta", "best_theta", "cg_x"):
-            a = arrays.get(key)
-            if a is None or a.shape != (n,):
-                raise CheckpointMismatchError(f"checkpoint {path}: array {key!r} missing or not of shape ({n},)")
-        # everything validated that can be: now restore
-        restore_dataset_states(datasets, arrays, meta["datasets"])
-        self.opt.set_flat(arrays["theta"])
-        self.best_theta = arrays["best_theta"].astype(self.opt.layout.dtype)
-        self.cg_x = arrays["cg_x"].astype(self.opt.layout.dtype)
-        self.update = int(meta["update"])
-        self.lam = float(meta["lambda"])
-        self.best_update = int(meta["best_update"])
-        bv = meta.get("best_validation")
-        self.best_validation = None if bv is None else tuple(float(x) for x in bv)
-        self.failures = int(meta["failures"])
-        self.history = [UpdateStats.from_json(d) for d in meta["history"]]
+        state = _checked_state(path, arrays, meta, self.opt.layout.size, self.opt.layout.dtype)
+        # everything validated that can be: now restore (the datasets all or nothing, then the rest)
+        try:
+            restore_dataset_states(datasets, arrays, meta["datasets"])
+        except CheckpointError as exc:
+            raise type(exc)(f"checkpoint {path}: {exc}") from exc
+        self.opt.set_flat(state["theta"])
+        self.best_theta, self.cg_x = state["best_theta"], state["cg_x"]
+        self.update, self.lam, self.best_update = state["update"], state["lambda"], state["best_update"]
+        self.best_validation, self.failures = state["best_validation"], state["failures"]
+        self.history = state["history"]
+
+
+def _checked_state(path, arrays, meta, n, dtype):
+    """The training state of a checkpoint, validated before anything is restored.
+
+    The digest only shows that a file is as it was written; a file written by
+    other means, with its digest recomputed, must still hold a state a run can
+    continue from: finite parameter vectors of the parameters' dtype, counters
+    that are ints in range, a finite positive lambda, one history record per update.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        A parameter vector is missing or not of shape ``(n,)``.
+    CheckpointCorruptError
+        Any other field is missing or invalid; the message names it, its value
+        and what was expected.
+    """
+    def bad(what, value, expected):
+        raise CheckpointCorruptError(f"checkpoint {path}: {what} is {value!r:.80}; expected {expected}")
+
+    def integer(key, lo, hi=None):
+        v = meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            bad(repr(key), v, f"an int >= {lo}" + ("" if hi is None else f" and <= {hi}"))
+        return v
+
+    state = {}
+    for key in ("theta", "best_theta", "cg_x"):
+        a = arrays.get(key)
+        if a is None or a.shape != (n,):
+            raise CheckpointMismatchError(f"checkpoint {path}: array {key!r} missing or not of shape ({n},)")
+        if a.dtype != dtype:
+            bad(f"the dtype of array {key!r}", str(a.dtype), f"{dtype}, the parameters' dtype")
+        if not np.all(np.isfinite(a)):
+            raise CheckpointCorruptError(f"checkpoint {path}: array {key!r} holds {int(np.sum(~np.isfinite(a)))} "
+                                         "non-finite value(s); expected finite values")
+        state[key] = a.copy()
+    state["update"] = update = integer("update", 0)
+    state["best_update"] = integer("best_update", 0, update)
+    state["failures"] = integer("failures", 0)
+    lam = meta.get("lambda")
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (math.isfinite(lam) and lam > 0):
+        bad("'lambda'", lam, "a finite number > 0")
+    state["lambda"] = float(lam)
+    bv = meta.get("best_validation")
+    if bv is not None and not (isinstance(bv, list) and bv
+                               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bv)):
+        bad("'best_validation'", bv, "null or a non-empty list of numbers")
+    state["best_validation"] = None if bv is None else tuple(float(v) for v in bv)
+    if not isinstance(meta.get("datasets"), dict):
+        bad("'datasets'", meta.get("datasets"), "an object holding the datasets' states")
+    records = meta.get("history")
+    if not isinstance(records, list):
+        bad("'history'", records, "a list of update records")
+    if len(records) != update:
+        raise CheckpointCorruptError(f"checkpoint {path}: 'history' holds {len(records)} update records but "
+                                     f"'update' is {update}; expected one record per update")
+    try:
+        history = [UpdateStats.from_json(d) for d in records]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointCorruptError(f"checkpoint {path}: 'history' holds a malformed update record: {exc!r}") from exc
+    if [s.update for s in history] != list(range(1, update + 1)):
+        bad("the update numbering of 'history'", [s.update for s in history], f"1, 2, ..., {update}")
+    state["history"] = history
+    return state
 
 
 def _mean_costs(opt, batches):
@@ -239,8 +316,15 @@ def _mean_costs(opt, batches):
 
 
 def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=None, save_progress=None, callback=None,
-          history_file=None, blas_threads=1, workers=1):
+          history_file=None, blas_threads=1, workers=1, client=None):
     """Run HF on ``opt``; see :meth:`hf_optimizer.train` for the meaning of every argument."""
+    if client is not None:
+        if workers is not None and workers != 1:
+            raise ArgumentError(f"workers={workers!r} and client= were both given: the Dask client's workers "
+                                "replace the forked ones, so pass workers=1 with a client")
+        from .distributed import check_client
+
+        check_client(client)
     _check_dataset(gradient_dataset, "gradient_dataset")
     _check_dataset(cg_dataset, "cg_dataset")
     if validation is not None and not callable(validation):
@@ -273,7 +357,12 @@ def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=N
         from .parallel import make_evaluator
 
         with _limit(blas_threads):
-            run.evaluator = make_evaluator(opt, workers)
+            if client is not None:
+                from .distributed import DaskEvaluator
+
+                run.evaluator = DaskEvaluator(opt, client, blas_threads=blas_threads)
+            else:
+                run.evaluator = make_evaluator(opt, workers)
             try:
                 return _loop(run, gradient_dataset, cg_dataset, validation, save_progress, callback, history, datasets)
             finally:
@@ -480,6 +569,8 @@ def _one_update(run, gradient_dataset, cg_dataset, validation, dtype):
     q = slope + 0.5 * float(np.dot(p.astype(np.float64), gp.astype(np.float64)))
     rho = reduction_ratio(f_new, f_old, q)
     next_lam = o.damping(lam, rho)
+    if res.status == "nonfinite":  # a curvature product failed inside CG: trust the quadratic model less
+        next_lam = max(next_lam, boost)
     cg_dataset.update()
 
     # 6. line search ----------------------------------------------------------------

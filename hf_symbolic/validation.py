@@ -16,6 +16,9 @@ __all__ = ["ModelSpec", "check_model", "check_batch", "check_mode", "CURVATURES"
 
 CURVATURES = ("gauss-newton", "hessian")
 
+# Kinds of the values of a Python list that a batch conversion accepts, by the input's dtype kind.
+_CONVERTIBLE = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc"}
+
 
 def _describe(x) -> str:
     name = getattr(x, "name", None)
@@ -199,8 +202,18 @@ def check_batch(inputs, batch, name: str = "batch") -> list:
     """Check a minibatch against the symbolic ``inputs``; return it as a list of arrays.
 
     Arrays are accepted as they are when their dtype equals the input's dtype.
-    A Python scalar or list is converted; a numpy array of another dtype is
-    refused (silent float64 -> float32 casts would hide bugs and copies).
+    A Python scalar or (nested, rectangular) list is converted when its values
+    keep their kind (ints into a float input, floats into a float32 input, but
+    not floats into an int input, which would truncate them); a numpy array of
+    another dtype is refused (silent float64 -> float32 casts would hide bugs
+    and copies).  Values are not checked for NaN or inf: an update whose batch
+    holds them fails with a non-finite cost and is rejected by training.
+
+    Raises
+    ------
+    BatchError
+        Wrong number of arrays, ndim, dtype or static size, or a list that is
+        ragged or holds values that cannot be converted.
     """
     if isinstance(batch, np.ndarray) or not hasattr(batch, "__len__"):
         raise BatchError(
@@ -215,7 +228,17 @@ def check_batch(inputs, batch, name: str = "batch") -> list:
     out = []
     for i, (x, a) in enumerate(zip(inputs, batch)):
         if not isinstance(a, np.ndarray):
-            a = np.asarray(a, dtype=x.dtype)
+            try:
+                raw = np.asarray(a)
+            except (ValueError, TypeError) as exc:  # ragged nested lists
+                raise BatchError(f"{name}[{i}] for input {_describe(x)} is not a rectangular array: {exc}") from exc
+            target = np.dtype(x.dtype)
+            a = raw.astype(target) if raw.dtype.kind in _CONVERTIBLE.get(target.kind, "") else None
+            if a is None or (target.kind in "iu" and not np.array_equal(a, raw)):  # not wrapped around
+                raise BatchError(
+                    f"{name}[{i}] for input {_describe(x)} holds values of dtype {raw.dtype} that cannot be "
+                    f"converted to {target} without changing them; expected values of that kind and range"
+                )
         if a.ndim != x.ndim:
             raise BatchError(f"{name}[{i}] for input {_describe(x)} must have ndim {x.ndim}, got shape {a.shape}")
         if a.dtype != np.dtype(x.dtype):

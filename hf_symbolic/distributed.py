@@ -1,0 +1,729 @@
+"""Evaluating one update's products on a Dask cluster: one shard of cases per worker.
+
+``hf_optimizer.train(..., client=client)`` with a ``dask.distributed.Client``
+splits every gradient and CG batch into one shard of cases per worker (along
+:attr:`hf_optimizer.case_axes`, as :mod:`hf_symbolic.parallel` does with forked
+processes) and computes the gradient, the costs and the curvature products on
+the workers. Each worker holds a :class:`ShardServer` (a Dask actor): it
+rebuilds the model once from the pickled symbolic graph, compiles its
+functions once, keeps its shards and the forward pass of the CG batch, and
+returns its shard's share of each average already weighted, so the training
+process only adds the partial results. Per update the shards travel once;
+per evaluation point the parameters travel once; per CG iteration the
+direction ``v`` travels once and each worker's product comes back.
+
+Large vectors (parameters, directions, products, gradients) go through
+shared memory to workers on the training process's machine (checked when
+the workers attach, not guessed from addresses) and through Dask messages to
+the others. ``HF_SYMBOLIC_DASK_SHM=0`` turns shared memory off.
+
+A worker that dies while training raises :class:`WorkerLostError`; the
+checkpoint written after the last complete update is untouched, and calling
+``train`` again with the same ``save_progress`` resumes from it on the
+workers the cluster then has. Shards are not recomputed elsewhere.
+
+This module imports Dask only when an evaluator is created or a client is
+checked; ``pip install 'hf_symbolic[dask]'`` installs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import pickle
+import threading
+import time
+import uuid
+import weakref
+
+import numpy as np
+
+from .errors import ArgumentError, HFError
+from .parallel import split_cases
+
+__all__ = ["DaskEvaluator", "ShardServer", "WorkerLostError", "check_client"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUTS = (TimeoutError, asyncio.TimeoutError)  # the same class from Python 3.11 on
+
+#: Compiled models kept per worker process, by token (least recently used dropped first).
+MODELS_KEPT = 2
+#: Seconds between checks that the workers are alive while waiting for their results.
+POLL_SECONDS = 0.5
+
+_MODELS: collections.OrderedDict = collections.OrderedDict()  # worker side: token -> _WorkerModel
+_MODELS_LOCK = threading.Lock()
+_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # driver side: hf_optimizer -> token
+
+
+class WorkerLostError(HFError, RuntimeError):
+    """A Dask worker holding a shard died or became unreachable during training.
+
+    Training stops; the checkpoint of the last complete update is intact and a
+    new ``train`` call with the same arguments resumes from it.
+    """
+
+
+def check_client(client):
+    """Return ``client`` if it is a ``dask.distributed.Client``, else raise :class:`ArgumentError`."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ArgumentError(
+            f"client={type(client).__name__} needs dask.distributed, which is not installed: "
+            "pip install 'hf_symbolic[dask]' (or dask[distributed])"
+        ) from exc
+    if not isinstance(client, Client):
+        raise ArgumentError(f"client must be a dask.distributed.Client, got {type(client).__name__} {client!r:.80}")
+    if client.status not in ("running", "connecting", "newly-created"):
+        raise ArgumentError(f"client {client!r:.80} is {client.status}; expected a running dask.distributed.Client")
+    return client
+
+
+# -- the model, shipped to the workers ------------------------------------------------
+
+def _model_token(opt):
+    """A name for ``opt``'s compiled model on the workers.
+
+    Unique per optimizer object and settings, and per value of the shared
+    variables other than the parameters (a worker reusing its compiled model
+    sets only the parameters).
+    """
+    import hashlib
+
+    from pytensor.compile.sharedvalue import SharedVariable
+
+    try:
+        from pytensor.graph.traversal import graph_inputs
+    except ImportError:  # PyTensor < 3
+        from pytensor.graph.basic import graph_inputs
+
+    base = _TOKENS.get(opt)
+    if base is None:
+        base = _TOKENS[opt] = uuid.uuid4().hex
+    spec, params = opt._spec, {id(x) for x in opt.p}
+    digest = hashlib.sha1()
+    outputs = [spec.s, *spec.costs, *([spec.h, spec.ha] if spec.h is not None else [])]
+    for x in graph_inputs(outputs):
+        if isinstance(x, SharedVariable) and id(x) not in params:
+            digest.update(np.ascontiguousarray(x.get_value(borrow=True)).tobytes())
+    return f"{base}-{opt.curvature}-{int(opt.cache_forward)}-{digest.hexdigest()[:16]}"
+
+
+def _model_payload(opt):
+    """The uncompiled model as bytes: symbolic graph, shared parameters, constructor settings."""
+    import cloudpickle
+    import pytensor
+
+    spec = opt._spec
+    state = dict(
+        graph=(list(spec.p), list(spec.inputs), spec.s, list(spec.costs), spec.h, spec.ha),
+        curvature=opt.curvature, mode=opt.mode, case_axes=list(opt.case_axes), cache_forward=opt.cache_forward,
+        blas_ldflags=pytensor.config.blas__ldflags,
+    )
+    try:
+        return cloudpickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise ArgumentError(f"the model cannot be sent to Dask workers: pickling its graph failed "
+                            f"({type(exc).__name__}: {exc})") from exc
+
+
+def _configure_blas(driver_ldflags):
+    """Link the same BLAS as the training process when this worker's PyTensor has none configured."""
+    import pytensor
+
+    from .backend import openblas_available
+
+    if pytensor.config.blas__ldflags or not driver_ldflags:
+        return
+    if driver_ldflags.strip() == "-lopenblas" and not openblas_available():
+        log.warning("the training process links OpenBLAS but this worker has no libopenblas.so")
+        return
+    pytensor.config.blas__ldflags = driver_ldflags
+
+
+class _WorkerModel:
+    """A worker's copy of the model, plus copies narrowed to the shards' static case sizes.
+
+    JAX compiles for static shapes, so models meant for it give their inputs
+    the batch's static shape; a shard has fewer cases. For each shard size
+    met, the graph is cloned with inputs of that static size (sharing the
+    parameters) and compiled once, on first use.
+    """
+
+    def __init__(self, opt):
+        self.base = opt
+        self.variants = {}
+        self._static = tuple(ax is not None and x.type.shape[ax] is not None
+                             for x, ax in zip(opt.inputs, opt.case_axes))
+
+    @property
+    def static_cases(self) -> bool:
+        return any(self._static)
+
+    def all(self):
+        return [self.base, *self.variants.values()]
+
+    def for_batch(self, batch):
+        """The model whose inputs accept ``batch``."""
+        if not self.static_cases:
+            return self.base
+        base = self.base
+        axes = list(zip(base.case_axes, self._static))
+        sizes = tuple(a.shape[ax] if st else None for a, (ax, st) in zip(batch, axes))
+        if sizes == tuple(x.type.shape[ax] if st else None for x, (ax, st) in zip(base.inputs, axes)):
+            return base
+        opt = self.variants.get(sizes)
+        if opt is None:
+            opt = self.variants[sizes] = self._narrowed(sizes)
+        return opt
+
+    def _narrowed(self, sizes):
+        from pytensor.graph.replace import clone_replace
+
+        from .optimizer import hf_optimizer
+
+        base, spec = self.base, self.base._spec
+        inputs = []
+        for x, ax, n in zip(base.inputs, base.case_axes, sizes):
+            if n is not None:
+                shape = list(x.type.shape)
+                shape[ax] = n
+                x = x.type.clone(shape=tuple(shape))(name=x.name)
+            inputs.append(x)
+        structural = [spec.h, spec.ha] if spec.h is not None else []
+        outs = clone_replace([spec.s, *spec.costs, *structural], replace=dict(zip(base.inputs, inputs)),
+                             rebuild_strict=False)
+        k = len(spec.costs)
+        h, ha = (outs[1 + k], outs[2 + k]) if structural else (None, None)
+        return hf_optimizer(list(spec.p), inputs, outs[0], outs[1:1 + k], h, ha, curvature=base.curvature,
+                            mode=base.mode, case_axes=list(base.case_axes), cache_forward=base.cache_forward)
+
+
+def _load_model(token, payload):
+    """The worker's :class:`_WorkerModel` for ``token``: from this process's cache, else rebuilt from ``payload``."""
+    with _MODELS_LOCK:
+        model = _MODELS.get(token)
+        if model is not None:
+            _MODELS.move_to_end(token)
+            return model, False
+    from .optimizer import hf_optimizer
+
+    state = pickle.loads(payload)
+    _configure_blas(state["blas_ldflags"])
+    p, inputs, s, costs, h, ha = state["graph"]
+    model = _WorkerModel(hf_optimizer(p, inputs, s, costs, h, ha, curvature=state["curvature"], mode=state["mode"],
+                                      case_axes=state["case_axes"], cache_forward=state["cache_forward"]))
+    with _MODELS_LOCK:
+        _MODELS[token] = model
+        while len(_MODELS) > MODELS_KEPT:
+            _MODELS.popitem(last=False)
+    return model, True
+
+
+def _functions_needed(opt):
+    """Names compiled up front on every worker (as :func:`hf_symbolic.parallel.make_evaluator` does)."""
+    return ("gradient", "cost", "hessian" if opt.curvature == "hessian"
+            else ("gauss_newton_cached" if opt.cache_forward else "gauss_newton"))
+
+
+def _compile(opt, names):
+    for name in names:
+        if name == "gauss_newton_cached":
+            opt._cached_gv_functions()
+        else:
+            opt.compile((name,))
+
+
+# -- shared memory ----------------------------------------------------------------------
+
+class _Attached:
+    """A shared-memory block of the training process, mapped here without registering it anywhere.
+
+    ``multiprocessing.shared_memory`` before Python 3.13 registers every block
+    it attaches with a resource tracker, which may unlink it when this process
+    exits, or (when the tracker is the training process's, as in spawned
+    local workers) forget the training process's own registration. The block
+    belongs to the training process, which unlinks it; here it is only mapped.
+    """
+
+    def __init__(self, name):
+        import mmap
+
+        try:
+            from multiprocessing import shared_memory
+
+            self._shm = shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+            self._mmap = None
+            self.buf = self._shm.buf
+            return
+        except TypeError:
+            self._shm = None
+        path = os.path.join("/dev/shm", name.lstrip("/"))  # where Linux keeps POSIX shared memory
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self._mmap = mmap.mmap(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        self.buf = memoryview(self._mmap)
+        self.name = name
+
+    def close(self):
+        if self._shm is not None:
+            self._shm.close()
+            return
+        self.buf.release()
+        self._mmap.close()
+
+
+def _close(seg):
+    try:
+        seg.close()
+    except BufferError:  # a view is still referenced (an exception's frame): the mapping goes with it
+        log.debug("a shared-memory block is still referenced; left to the garbage collector")
+
+
+def _aligned(a):
+    """``a`` as an aligned array: Dask may deserialize arrays at unaligned offsets, which PyTensor's C code refuses."""
+    return np.require(a, requirements="A") if isinstance(a, np.ndarray) else a
+
+
+class _ShmRef:
+    """Stands, in a command, for the vector in the training process's shared block ``slot``."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot):
+        self.slot = slot
+
+
+# -- worker side -----------------------------------------------------------------------------
+
+class ShardServer:
+    """One worker's shard of every batch, and the compiled model; lives on a Dask worker as an actor.
+
+    Every method computes this shard's share of an average over cases: the
+    sum over batches of ``weight * value`` with the weights the training
+    process assigned (shard size over batch size, divided by the number of
+    batches), so that the shares of all workers add up to the average.
+
+    Parameters
+    ----------
+    token : str
+        Names the model in this worker's cache of compiled models.
+    payload : bytes
+        The pickled model (see :func:`_model_payload`), used when the cache misses.
+    blas_threads : int or None
+        BLAS threads on this worker while the server lives (None: unchanged).
+    """
+
+    def __init__(self, token, payload, blas_threads=1):
+        self.model, self.rebuilt = _load_model(token, payload)
+        self.blas_threads = blas_threads
+        self._batches = {}
+        self._ops = []
+        self._segments = {}
+        self._v = None
+        self._limits = None
+
+    # -- setup --------------------------------------------------------------------------
+    def prepare(self, shm_names, nonce):
+        """Compile, attach the shared blocks when they are reachable; returns facts about this worker.
+
+        Models with static case sizes are compiled per shard size on first use instead.
+        """
+        import socket
+
+        t0 = time.perf_counter()
+        if not self.model.static_cases:
+            _compile(self.model.base, _functions_needed(self.model.base))
+        seconds = time.perf_counter() - t0
+        if self.blas_threads is not None and self._limits is None:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(limits=int(self.blas_threads), user_api="blas")
+        shm = False
+        if shm_names:
+            try:
+                segs = {slot: _Attached(name) for slot, name in shm_names.items()}
+            except (OSError, ValueError):  # not on this machine, or not visible from here
+                segs = {}
+            if segs and bytes(segs["vector"].buf[:len(nonce)]) == nonce:
+                self._segments, shm = segs, True
+            else:
+                for seg in segs.values():
+                    _close(seg)
+        return dict(pid=os.getpid(), host=socket.gethostname(), compile_seconds=seconds, rebuilt=self.rebuilt,
+                    shared_memory=shm)
+
+    def info(self):
+        """Process id, compiled functions and compile seconds of this worker's model (all shard sizes)."""
+        opts = self.model.all()
+        return dict(pid=os.getpid(), functions=sorted({name for o in opts for name in o._functions}),
+                    compile_seconds=sum(o.compile_seconds for o in opts), shard_sizes=sorted(self.model.variants))
+
+    def close(self):
+        """Drop this run's shards and shared blocks and give the BLAS threads back."""
+        self._batches, self._ops, self._v = {}, [], None
+        for seg in self._segments.values():
+            _close(seg)
+        self._segments = {}
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+
+    # -- the commands -------------------------------------------------------------------
+    def run(self, commands):
+        """Execute ``[(method, args), ...]`` in order; returns ``(array_or_marker, extra)`` of the last.
+
+        The array of the result (gradient, product) is written to this
+        worker's shared block when one is attached, and its dtype string
+        returned instead; None means this worker holds no shard of that batch
+        and contributes nothing.
+        """
+        out = (None, None)
+        for method, args in commands:
+            out = getattr(self, "_" + method)(*(self._resolve(a) for a in args))
+        array, extra = out
+        if array is not None and "result" in self._segments:
+            array = np.ascontiguousarray(array)
+            np.ndarray(array.shape, array.dtype, buffer=self._segments["result"].buf)[...] = array
+            return array.dtype.str, extra
+        return array, extra
+
+    def _resolve(self, arg):
+        if isinstance(arg, np.ndarray):
+            return _aligned(arg)
+        if not isinstance(arg, _ShmRef):
+            return arg
+        layout = self.model.base.layout
+        view = np.ndarray((layout.size,), layout.dtype, buffer=self._segments[arg.slot].buf)
+        if arg.slot == "theta":
+            return view  # set_flat copies it into the parameters
+        # directions go to compiled functions, which keep their last inputs: a private copy
+        if self._v is None:
+            self._v = np.empty(layout.size, layout.dtype)
+        np.copyto(self._v, view)
+        return self._v
+
+    def _set_theta(self, theta):
+        self.model.base.set_flat(theta)  # the shard-size copies share the parameters
+        return None, None
+
+    def _load(self, key, items):
+        batches = [(float(w), [_aligned(a) for a in b]) for w, b in items]
+        self._batches[key] = [(w, b, self.model.for_batch(b)) for w, b in batches]
+        return None, None
+
+    def _gradient(self, key):
+        items = self._batches[key]
+        if not items:
+            return None, None
+        g, costs = 0.0, 0.0
+        for w, b, opt in items:
+            gb, cb = opt.gradient(b)
+            g = g + w * np.asarray(gb, dtype=np.float64)
+            costs = costs + w * np.asarray(cb, dtype=np.float64)
+        return g, costs.tolist()
+
+    def _cost(self, key):
+        items = self._batches[key]
+        if not items:
+            return None, None
+        costs = sum(w * np.asarray(opt.cost(b), dtype=np.float64) for w, b, opt in items)
+        return None, costs.tolist()
+
+    def _begin_cg(self, key, structural):
+        self._ops = [(w, opt.curvature_operator(b, structural_coefficient=structural))
+                     for w, b, opt in self._batches[key]]
+        return None, None
+
+    def _matvec(self, v):
+        out = None
+        for w, op in self._ops:
+            r = op.matvec(v)
+            r = r * np.asarray(w, dtype=r.dtype) if w != 1.0 else r
+            out = r if out is None else out + r
+        return out, None
+
+    def _plain_product(self, key, p):
+        items = self._batches[key]
+        if not items:
+            return None, None
+        hessian = self.model.base.curvature == "hessian"
+        return sum(w * np.asarray(opt.hessian_product(p, b) if hessian else opt.gauss_newton_product(p, b),
+                                  dtype=np.float64) for w, b, opt in items), None
+
+    def _per_case_squared_gradient(self, key):
+        items = self._batches[key]
+        if not items:
+            return None, None
+        return sum(w * opt.per_case_squared_gradient(b).astype(np.float64) for w, b, opt in items), None
+
+
+# -- training-process side ----------------------------------------------------------------
+
+def _worker_addresses(client):
+    """Addresses of the cluster's workers, sorted."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # newer Dask lists only 5 workers by default
+    except TypeError:
+        info = client.scheduler_info()
+    return sorted(info["workers"])
+
+
+def _shm_enabled():
+    return os.environ.get("HF_SYMBOLIC_DASK_SHM", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class _Staged:
+    """A flat vector for the workers: in the shared block ``slot`` for those attached, as ``array`` for the others."""
+
+    __slots__ = ("slot", "array")
+
+    def __init__(self, slot, array):
+        self.slot, self.array = slot, array
+
+
+class DaskEvaluator:
+    """The evaluator interface of :mod:`hf_symbolic.parallel` on the workers of a Dask cluster.
+
+    Parameters
+    ----------
+    opt : hf_optimizer
+    client : dask.distributed.Client
+        Every worker the cluster has now gets one shard of each batch.
+    blas_threads : int or None
+        BLAS threads on each worker while training (None: unchanged).
+    shared_memory : bool or None
+        Pass vectors to workers on this machine through shared memory; None
+        (default) means yes unless ``HF_SYMBOLIC_DASK_SHM=0``.
+
+    Attributes
+    ----------
+    workers : int
+        Number of shards (one per worker).
+    addresses : list of str
+    worker_info : list of dict
+        Per worker: pid, host, compile seconds, whether its compiled model was
+        rebuilt or reused from an earlier run, whether it reads shared memory.
+    """
+
+    def __init__(self, opt, client, blas_threads=1, shared_memory=None):
+        self.opt = opt
+        self.client = check_client(client)
+        self.addresses = _worker_addresses(client)
+        if not self.addresses:
+            raise ArgumentError(f"the Dask cluster of {client!r:.80} has no workers; start some, or wait for them "
+                                "with client.wait_for_workers(n)")
+        self.workers = len(self.addresses)
+        if all(ax is None for ax in opt.case_axes):
+            log.warning("no input has a case axis: each batch is evaluated whole on one Dask worker")
+        self._pending = [[] for _ in self.addresses]
+        self._segments = {}
+        self._handles, self._actors = [], []
+        self._shm = [False] * self.workers
+        self.worker_info = []
+        self._closed = False
+        if shared_memory is None:
+            shared_memory = _shm_enabled()
+        try:
+            self._start(blas_threads, bool(shared_memory))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- setup ----------------------------------------------------------------------------
+    def _start(self, blas_threads, shared_memory):
+        opt, client = self.opt, self.client
+        t0 = time.perf_counter()
+        payload = client.scatter(_model_payload(opt), broadcast=True, hash=False)
+        token, key = _model_token(opt), uuid.uuid4().hex[:8]
+        self._handles = [
+            client.submit(ShardServer, token, payload, blas_threads, actor=True, workers=[addr],
+                          allow_other_workers=False, pure=False, key=f"hf-shard-{k}-{key}")
+            for k, addr in enumerate(self.addresses)
+        ]
+        self._actors = [self._wait(h, k, "start") for k, h in enumerate(self._handles)]
+        del payload  # released on the workers once nothing refers to it
+        nonce = uuid.uuid4().bytes
+        if shared_memory:
+            self._create_segments(nonce)
+        futures = []
+        for k, actor in enumerate(self._actors):
+            names = None
+            if self._segments:
+                names = {"theta": self._segments["theta"].name, "vector": self._segments["vector"].name,
+                         "result": self._segments[f"result{k}"].name}
+            futures.append(actor.prepare(names, nonce))
+        self.worker_info = self._gather(futures, "prepare")
+        self._shm = [bool(i["shared_memory"]) for i in self.worker_info]
+        if not any(self._shm):
+            self._release_segments()
+        log.info("Dask evaluator: %d workers (%s), %d through shared memory, ready in %.1f s (compile %.1f s max)",
+                 self.workers, ", ".join(self.addresses), sum(self._shm), time.perf_counter() - t0,
+                 max(i["compile_seconds"] for i in self.worker_info))
+
+    def _create_segments(self, nonce):
+        from multiprocessing import shared_memory
+
+        n, item = self.opt.layout.size, self.opt.layout.dtype.itemsize
+        sizes = {"theta": n * item, "vector": max(n * item, len(nonce))}
+        sizes.update({f"result{k}": n * 8 for k in range(self.workers)})  # float64 partial results
+        for slot, size in sizes.items():
+            self._segments[slot] = shared_memory.SharedMemory(create=True, size=size)
+        self._segments["vector"].buf[:len(nonce)] = nonce
+
+    def _release_segments(self):
+        for seg in self._segments.values():
+            _close(seg)
+            try:
+                seg.unlink()
+            except FileNotFoundError:
+                pass
+        self._segments = {}
+
+    # -- calls ------------------------------------------------------------------------------
+    def _lost(self, k, what, exc=None):
+        return WorkerLostError(
+            f"Dask worker {self.addresses[k]} (shard {k + 1} of {self.workers}) was lost during {what}"
+            + (f" ({type(exc).__name__}: {exc})" if exc is not None else "")
+            + "; the checkpoint of the last complete update is intact: call train again to resume"
+        )
+
+    def _wait(self, fut, k, what):
+        """The result of worker ``k``'s future, raising :class:`WorkerLostError` as soon as the worker is gone."""
+        while True:
+            try:
+                return fut.result(timeout=POLL_SECONDS)
+            except _TIMEOUTS:  # still running: is its worker still there?
+                if self._handles[k].status in ("error", "lost", "cancelled") or not self._alive(k):
+                    raise self._lost(k, what) from None
+            except OSError as exc:  # the connection to the worker failed
+                raise self._lost(k, what, exc) from exc
+            except RuntimeError as exc:
+                if "was lost" in str(exc):
+                    raise self._lost(k, what, exc) from exc
+                raise
+            except Exception as exc:  # raised by the model on the worker: the original type, located
+                if hasattr(exc, "add_note"):  # Python >= 3.11
+                    exc.add_note(f"(raised on Dask worker {self.addresses[k]} during {what})")
+                raise
+
+    def _alive(self, k):
+        return self.addresses[k] in _worker_addresses(self.client)
+
+    def _gather(self, futures, what):
+        return [self._wait(f, k, what) for k, f in enumerate(futures)]
+
+    def _for(self, k, args):
+        """``args`` as worker ``k`` receives them: staged vectors by reference or by value."""
+        return tuple((_ShmRef(a.slot) if self._shm[k] else a.array) if isinstance(a, _Staged) else a for a in args)
+
+    def _call(self, method, *args):
+        """Send the pending commands plus ``(method, args)`` to every worker; returns their results."""
+        futures = []
+        for k, actor in enumerate(self._actors):
+            cmds = self._pending[k] + [(method, self._for(k, args))]
+            self._pending[k] = []
+            try:
+                futures.append(actor.run(cmds))
+            except RuntimeError as exc:  # the actor's worker is already known to be gone
+                raise self._lost(k, method, exc) from exc
+        return self._gather(futures, method)
+
+    def _stage(self, slot, x):
+        x = np.asarray(x, dtype=self.opt.layout.dtype)
+        if self._segments:
+            np.ndarray(x.shape, x.dtype, buffer=self._segments[slot].buf)[...] = x
+        # workers without shared memory get a copy (set_theta is sent later, the caller may reuse x)
+        return _Staged(slot, None if all(self._shm) else np.array(x, copy=True))
+
+    def _sum(self, results, dtype=np.float64):
+        """The sum of the workers' arrays, read in place from the shared blocks of those that wrote there."""
+        total = None
+        for k, (array, _) in enumerate(results):
+            if array is None:  # no shard of this batch on worker k
+                continue
+            if isinstance(array, str):
+                array = np.ndarray((self.opt.layout.size,), np.dtype(array), buffer=self._segments[f"result{k}"].buf)
+            if total is None:
+                total = np.array(array, dtype=dtype, copy=True)
+            else:
+                total += array
+            del array  # no view may outlive the call: the blocks are closed at the end
+        return total
+
+    @staticmethod
+    def _sum_costs(results):
+        parts = [np.asarray(c, dtype=np.float64) for _, c in results if c is not None]
+        return tuple(float(x) for x in sum(parts[1:], parts[0]))
+
+    # -- the evaluator interface --------------------------------------------------------------
+    def load(self, key, batches):
+        """Split each batch into one shard of cases per worker; the shards travel with the next call."""
+        batches = [list(b) for b in batches]
+        items = [[] for _ in self.addresses]
+        for b in batches:
+            shards, weights = split_cases(b, self.opt.case_axes, self.workers)
+            for k, (shard, w) in enumerate(zip(shards, weights)):
+                items[k].append((w / len(batches), shard))
+        for k in range(self.workers):
+            self._pending[k].append(("load", (key, items[k])))
+
+    def set_theta(self, theta):
+        """Parameters for the following calls (sent with the next one; only the last one counts)."""
+        staged = self._stage("theta", self.opt.layout.check(theta, "theta"))
+        for k in range(self.workers):
+            self._pending[k] = [c for c in self._pending[k] if c[0] != "set_theta"]
+            self._pending[k].append(("set_theta", self._for(k, (staged,))))
+
+    def gradient(self, key):
+        results = self._call("gradient", key)
+        return self._sum(results), self._sum_costs(results)
+
+    def cost(self, key):
+        return self._sum_costs(self._call("cost", key))
+
+    def begin_cg(self, key, structural):
+        self._call("begin_cg", key, float(structural))
+
+    def matvec(self, v):
+        return self._sum(self._call("matvec", self._stage("vector", v)), self.opt.layout.dtype)
+
+    def plain_product(self, key, p):
+        return self._sum(self._call("plain_product", key, self._stage("vector", p)))
+
+    def per_case_squared_gradient(self, key):
+        return self._sum(self._call("per_case_squared_gradient", key))
+
+    def info(self):
+        """Each worker's process id, compiled functions and compile seconds (for tests and logs)."""
+        return self._gather([a.info() for a in self._actors], "info")
+
+    def close(self):
+        """Release the actors and shared blocks; never raises for workers that are already gone."""
+        if self._closed:
+            return
+        self._closed = True
+        futures = []
+        for a in self._actors:
+            try:
+                futures.append(a.close())
+            except Exception:  # its worker is gone
+                pass
+        for f in futures:
+            try:
+                f.result(timeout=10)
+            except Exception:
+                pass
+        if self._handles:
+            try:
+                self.client.cancel(self._handles)
+            except Exception:
+                pass
+        self._actors, self._handles = [], []
+        self._release_segments()
