@@ -16,10 +16,23 @@ import time
 import numpy as np
 
 from .checkpoint import CheckpointLock, load_checkpoint, save_checkpoint
-from .errors import ArgumentError, CheckpointMismatchError, NumericalFailureError
+from .errors import (
+    ArgumentError,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    NumericalFailureError,
+)
 from .optimizer import hf_optimizer
 from .stats import STOP_REASONS, HistoryWriter, TrainResult, UpdateStats
-from .training import _check_dataset, _validate, parameter_signature, restore_dataset_states, save_dataset_states
+from .training import (
+    _check_dataset,
+    _checked_state,
+    _validate,
+    parameter_signature,
+    restore_dataset_states,
+    save_dataset_states,
+)
 
 __all__ = ["sgd_optimizer"]
 
@@ -38,6 +51,39 @@ class _SGDRun:
         self.best_update = 0
         self.best_validation = None
         self.nfev = 0
+
+
+def _check_same_run(path, meta, signature, options):
+    """Refuse a checkpoint of another model or another SGD configuration.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        The parameters' names, shapes or dtypes differ, the checkpoint was not
+        written by SGD training, or an SGD option differs; the message lists them.
+    CheckpointCorruptError
+        ``options`` is not a JSON object.
+    """
+    if meta.get("signature") != signature:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} belongs to another model: its parameters are {meta.get('signature')!r:.200}, "
+            f"this model's are {signature}"
+        )
+    saved = meta.get("options")
+    if not isinstance(saved, dict):
+        raise CheckpointCorruptError(f"checkpoint {path}: 'options' is {saved!r:.80}; expected an object")
+    if saved.get("method") != options["method"]:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was not written by SGD training: its options hold method={saved.get('method')!r:.80}, "
+            f"expected {options['method']!r}; use another save_progress path"
+        )
+    changed = sorted(k for k in set(options) | set(saved) if saved.get(k) != options.get(k))
+    if changed:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was made with other SGD options: "
+            + ", ".join(f"{k}={saved.get(k)!r:.80} (now {options.get(k)!r})" for k in changed)
+            + "; call train with the same arguments to resume, or use another save_progress path"
+        )
 
 
 class sgd_optimizer(hf_optimizer):  # noqa: N801
@@ -106,21 +152,23 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
             resumed = False
             if save_progress is not None and os.path.exists(save_progress):
                 arrays, meta = load_checkpoint(save_progress)
-                if meta.get("signature") != signature or meta.get("options") != options:
-                    raise CheckpointMismatchError(f"checkpoint {save_progress} belongs to another model or SGD configuration")
-                restore_dataset_states(datasets, arrays, meta["datasets"])
-                self.set_flat(arrays["theta"])
-                velocity = arrays["velocity"].astype(self.layout.dtype)
-                run.best_theta = arrays["best_theta"]
-                update, run.best_update = int(meta["update"]), int(meta["best_update"])
-                failures = int(meta.get("failures", 0))
-                bv = meta["best_validation"]
-                run.best_validation = None if bv is None else tuple(bv)
-                history = [UpdateStats.from_json(d) for d in meta["history"]]
+                _check_same_run(save_progress, meta, signature, options)
+                state = _checked_state(save_progress, arrays, meta, self.layout.size, self.layout.dtype,
+                                       vectors=("velocity",), damping=False)
+                # everything validated that can be: now restore (the datasets all or nothing, then the rest)
+                try:
+                    restore_dataset_states(datasets, arrays, meta["datasets"])
+                except CheckpointError as exc:
+                    raise type(exc)(f"checkpoint {save_progress}: {exc}") from exc
+                self.set_flat(state["theta"])
+                velocity, run.best_theta = state["velocity"], state["best_theta"]
+                update, run.best_update, failures = state["update"], state["best_update"], state["failures"]
+                run.best_validation, history = state["best_validation"], state["history"]
                 resumed = True
+                log.info("resumed from %s at update %d", save_progress, update)
             writer = HistoryWriter(history_file, truncate_to=update if resumed else None) if history_file else None
             start = time.perf_counter()
-            status = "num_updates"
+            status = "already_done" if resumed and update >= num_updates else "num_updates"
             lr = np.asarray(learning_rate, dtype=self.layout.dtype)
             mom = np.asarray(momentum, dtype=self.layout.dtype)
             try:

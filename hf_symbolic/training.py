@@ -244,13 +244,21 @@ class _Run:
         self.history = state["history"]
 
 
-def _checked_state(path, arrays, meta, n, dtype):
+def _checked_state(path, arrays, meta, n, dtype, vectors=("cg_x",), damping=True):
     """The training state of a checkpoint, validated before anything is restored.
 
     The digest only shows that a file is as it was written; a file written by
     other means, with its digest recomputed, must still hold a state a run can
     continue from: finite parameter vectors of the parameters' dtype, counters
     that are ints in range, a finite positive lambda, one history record per update.
+
+    Parameters
+    ----------
+    vectors : tuple of str, default ("cg_x",)
+        The method's own arrays of shape ``(n,)``, checked like ``theta`` and
+        ``best_theta`` (HF's CG warm start; SGD passes ``("velocity",)``).
+    damping : bool, default True
+        Whether the state holds a damping ``lambda`` (HF does, SGD does not).
 
     Raises
     ------
@@ -270,7 +278,7 @@ def _checked_state(path, arrays, meta, n, dtype):
         return v
 
     state = {}
-    for key in ("theta", "best_theta", "cg_x"):
+    for key in ("theta", "best_theta", *vectors):
         a = arrays.get(key)
         if a is None or a.shape != (n,):
             raise CheckpointMismatchError(f"checkpoint {path}: array {key!r} missing or not of shape ({n},)")
@@ -283,14 +291,17 @@ def _checked_state(path, arrays, meta, n, dtype):
     state["update"] = update = integer("update", 0)
     state["best_update"] = integer("best_update", 0, update)
     state["failures"] = integer("failures", 0)
-    lam = meta.get("lambda")
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (math.isfinite(lam) and lam > 0):
-        bad("'lambda'", lam, "a finite number > 0")
-    state["lambda"] = float(lam)
+    if damping:
+        lam = meta.get("lambda")
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (math.isfinite(lam) and lam > 0):
+            bad("'lambda'", lam, "a finite number > 0")
+        state["lambda"] = float(lam)
     bv = meta.get("best_validation")
     if bv is not None and not (isinstance(bv, list) and bv
                                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bv)):
         bad("'best_validation'", bv, "null or a non-empty list of numbers")
+    if bv is not None and not math.isfinite(bv[0]):  # only a finite first cost is ever recorded as the best
+        bad("'best_validation'[0]", bv[0], "a finite number (the best validation cost)")
     state["best_validation"] = None if bv is None else tuple(float(v) for v in bv)
     if not isinstance(meta.get("datasets"), dict):
         bad("'datasets'", meta.get("datasets"), "an object holding the datasets' states")

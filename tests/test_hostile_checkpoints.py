@@ -207,6 +207,7 @@ TAMPERED = {
     "lambda as str": (_set("lambda", "0.1"), CheckpointCorruptError, "'lambda' is '0.1'"),
     "best_validation as str": (_set("best_validation", "low"), CheckpointCorruptError, "'best_validation'"),
     "best_validation empty": (_set("best_validation", []), CheckpointCorruptError, "'best_validation'"),
+    "best_validation NaN": (_set("best_validation", [float("nan"), 0.1]), CheckpointCorruptError, "'best_validation'"),
     # history and datasets
     "history truncated": (lambda a, m: m["history"].pop(), CheckpointCorruptError, "2 update records"),
     "history record malformed": (lambda a, m: m["history"][1].pop("costs"), CheckpointCorruptError,
