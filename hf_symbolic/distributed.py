@@ -282,8 +282,8 @@ class _Attached:
 def _close(seg):
     try:
         seg.close()
-    except BufferError:  # a view is still referenced (an exception's frame): the mapping goes with it
-        log.debug("a shared-memory block is still referenced; left to the garbage collector")
+    except BufferError:  # a view is still referenced (a compiled function's last input, an exception's frame)
+        log.debug("a shared-memory block is still referenced; unmapped when its last view goes")
 
 
 def _aligned(a):
@@ -320,14 +320,17 @@ class ShardServer:
         BLAS threads on this worker while the server lives (None: unchanged).
     """
 
+    COMMANDS = frozenset({"set_theta", "load", "gradient", "cost", "begin_cg", "matvec", "plain_product",
+                          "per_case_squared_gradient"})
+
     def __init__(self, token, payload, blas_threads=1):
         self.model, self.rebuilt = _load_model(token, payload)
         self.blas_threads = blas_threads
         self._batches = {}
         self._ops = []
         self._segments = {}
-        self._v = None
         self._limits = None
+        self.busy_seconds = 0.0
 
     # -- setup --------------------------------------------------------------------------
     def prepare(self, shm_names, nonce):
@@ -363,11 +366,12 @@ class ShardServer:
         """Process id, compiled functions and compile seconds of this worker's model (all shard sizes)."""
         opts = self.model.all()
         return dict(pid=os.getpid(), functions=sorted({name for o in opts for name in o._functions}),
-                    compile_seconds=sum(o.compile_seconds for o in opts), shard_sizes=sorted(self.model.variants))
+                    compile_seconds=sum(o.compile_seconds for o in opts), shard_sizes=sorted(self.model.variants),
+                    busy_seconds=self.busy_seconds)
 
     def close(self):
         """Drop this run's shards and shared blocks and give the BLAS threads back."""
-        self._batches, self._ops, self._v = {}, [], None
+        self._batches, self._ops = {}, []
         for seg in self._segments.values():
             _close(seg)
         self._segments = {}
@@ -377,22 +381,39 @@ class ShardServer:
 
     # -- the commands -------------------------------------------------------------------
     def run(self, commands):
-        """Execute ``[(method, args), ...]`` in order; returns ``(array_or_marker, extra)`` of the last.
+        """Execute ``[(method, args), ...]`` in order; returns ``(array_or_dtype, extra)`` of the last.
 
-        The array of the result (gradient, product) is written to this
-        worker's shared block when one is attached, and its dtype string
-        returned instead; None means this worker holds no shard of that batch
-        and contributes nothing.
+        Each method returns ``(parts, dtype, extra)``: the weighted terms
+        ``[(weight, array), ...]`` of its array result and the dtype to sum
+        them in. The sum is written in one pass to this worker's shared block
+        when one is attached, and its dtype string returned instead of the
+        array; None means this worker holds no shard of that batch and
+        contributes nothing.
         """
-        out = (None, None)
+        t0 = time.perf_counter()
+        parts, dtype, extra = None, None, None
         for method, args in commands:
-            out = getattr(self, "_" + method)(*(self._resolve(a) for a in args))
-        array, extra = out
-        if array is not None and "result" in self._segments:
-            array = np.ascontiguousarray(array)
-            np.ndarray(array.shape, array.dtype, buffer=self._segments["result"].buf)[...] = array
-            return array.dtype.str, extra
-        return array, extra
+            if method not in self.COMMANDS:
+                raise ArgumentError(f"unknown shard command {method!r}: expected one of {sorted(self.COMMANDS)}")
+            parts, dtype, extra = getattr(self, "_" + method)(*(self._resolve(a) for a in args))
+        if not parts:
+            self.busy_seconds += time.perf_counter() - t0
+            return None, extra
+        shape = np.shape(parts[0][1])
+        if "result" in self._segments:
+            out = np.ndarray(shape, dtype, buffer=self._segments["result"].buf)
+        else:
+            out = np.empty(shape, dtype)
+        for j, (w, a) in enumerate(parts):
+            if j == 0:
+                np.multiply(a, np.asarray(w, dtype=dtype), out=out)
+            else:
+                out += np.asarray(w, dtype=dtype) * a
+        self.busy_seconds += time.perf_counter() - t0
+        if "result" in self._segments:
+            del out
+            return np.dtype(dtype).str, extra
+        return out, extra
 
     def _resolve(self, arg):
         if isinstance(arg, np.ndarray):
@@ -400,68 +421,47 @@ class ShardServer:
         if not isinstance(arg, _ShmRef):
             return arg
         layout = self.model.base.layout
-        view = np.ndarray((layout.size,), layout.dtype, buffer=self._segments[arg.slot].buf)
-        if arg.slot == "theta":
-            return view  # set_flat copies it into the parameters
-        # directions go to compiled functions, which keep their last inputs: a private copy
-        if self._v is None:
-            self._v = np.empty(layout.size, layout.dtype)
-        np.copyto(self._v, view)
-        return self._v
+        # read in place: set_flat copies, compiled functions only read their inputs
+        return np.ndarray((layout.size,), layout.dtype, buffer=self._segments[arg.slot].buf)
 
     def _set_theta(self, theta):
         self.model.base.set_flat(theta)  # the shard-size copies share the parameters
-        return None, None
+        return None, None, None
 
     def _load(self, key, items):
         batches = [(float(w), [_aligned(a) for a in b]) for w, b in items]
         self._batches[key] = [(w, b, self.model.for_batch(b)) for w, b in batches]
-        return None, None
+        return None, None, None
 
     def _gradient(self, key):
-        items = self._batches[key]
-        if not items:
-            return None, None
-        g, costs = 0.0, 0.0
-        for w, b, opt in items:
-            gb, cb = opt.gradient(b)
-            g = g + w * np.asarray(gb, dtype=np.float64)
-            costs = costs + w * np.asarray(cb, dtype=np.float64)
-        return g, costs.tolist()
+        parts, costs = [], 0.0
+        for w, b, opt in self._batches[key]:
+            g, c = opt.gradient(b)
+            parts.append((w, g))
+            costs = costs + w * np.asarray(c, dtype=np.float64)
+        return parts, np.float64, (costs.tolist() if parts else None)
 
     def _cost(self, key):
         items = self._batches[key]
         if not items:
-            return None, None
-        costs = sum(w * np.asarray(opt.cost(b), dtype=np.float64) for w, b, opt in items)
-        return None, costs.tolist()
+            return None, None, None
+        return None, None, sum(w * np.asarray(opt.cost(b), dtype=np.float64) for w, b, opt in items).tolist()
 
     def _begin_cg(self, key, structural):
         self._ops = [(w, opt.curvature_operator(b, structural_coefficient=structural))
                      for w, b, opt in self._batches[key]]
-        return None, None
+        return None, None, None
 
     def _matvec(self, v):
-        out = None
-        for w, op in self._ops:
-            r = op.matvec(v)
-            r = r * np.asarray(w, dtype=r.dtype) if w != 1.0 else r
-            out = r if out is None else out + r
-        return out, None
+        return [(w, op.matvec(v)) for w, op in self._ops], self.model.base.layout.dtype, None
 
     def _plain_product(self, key, p):
-        items = self._batches[key]
-        if not items:
-            return None, None
         hessian = self.model.base.curvature == "hessian"
-        return sum(w * np.asarray(opt.hessian_product(p, b) if hessian else opt.gauss_newton_product(p, b),
-                                  dtype=np.float64) for w, b, opt in items), None
+        return [(w, opt.hessian_product(p, b) if hessian else opt.gauss_newton_product(p, b))
+                for w, b, opt in self._batches[key]], np.float64, None
 
     def _per_case_squared_gradient(self, key):
-        items = self._batches[key]
-        if not items:
-            return None, None
-        return sum(w * opt.per_case_squared_gradient(b).astype(np.float64) for w, b, opt in items), None
+        return [(w, opt.per_case_squared_gradient(b)) for w, b, opt in self._batches[key]], np.float64, None
 
 
 # -- training-process side ----------------------------------------------------------------
@@ -591,7 +591,8 @@ class DaskEvaluator:
         return WorkerLostError(
             f"Dask worker {self.addresses[k]} (shard {k + 1} of {self.workers}) was lost during {what}"
             + (f" ({type(exc).__name__}: {exc})" if exc is not None else "")
-            + "; the checkpoint of the last complete update is intact: call train again to resume"
+            + "; its shards are not recomputed elsewhere. A save_progress checkpoint holds the last complete "
+            "update: call train again with it to resume on the workers the cluster has then"
         )
 
     def _wait(self, fut, k, what):
@@ -644,18 +645,18 @@ class DaskEvaluator:
 
     def _sum(self, results, dtype=np.float64):
         """The sum of the workers' arrays, read in place from the shared blocks of those that wrote there."""
-        total = None
+        parts = []
         for k, (array, _) in enumerate(results):
-            if array is None:  # no shard of this batch on worker k
-                continue
             if isinstance(array, str):
                 array = np.ndarray((self.opt.layout.size,), np.dtype(array), buffer=self._segments[f"result{k}"].buf)
-            if total is None:
-                total = np.array(array, dtype=dtype, copy=True)
-            else:
-                total += array
-            del array  # no view may outlive the call: the blocks are closed at the end
-        return total
+            if array is not None:  # None: no shard of this batch on worker k
+                parts.append(array)
+        if len(parts) == 1:
+            return np.array(parts[0], dtype=dtype, copy=True)
+        total = np.add(parts[0], parts[1], dtype=dtype)
+        for a in parts[2:]:
+            total += a
+        return total  # no view of a shared block outlives the call: the blocks are closed at the end
 
     @staticmethod
     def _sum_costs(results):
