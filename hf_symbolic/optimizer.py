@@ -452,16 +452,19 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             return None
         if self._cached_product_ran:
             return lambda v: np.asarray(f_gv(v, *extra, *residuals))
-        plain = self._gv_function  # resolved lazily, only if the first product fails
+        plain = []  # the plain product, once the first cached one has failed
 
         def first_product(v):
+            if plain:
+                return plain[0](v)
             if self._cached_product_ran:
                 return np.asarray(f_gv(v, *extra, *residuals))
             try:
                 out = np.asarray(f_gv(v, *extra, *residuals))
             except Exception as exc:
                 fall_back(exc)
-                return plain(batch, coefficient)(v)
+                plain.append(self._gv_function(batch, coefficient))
+                return plain[0](v)
             self._cached_product_ran = True
             return out
 

@@ -28,17 +28,22 @@ def _plain(opt, v, batch):
 def test_failure_at_first_product_falls_back(caplog):
     opt, batch = _model()
     f_res, _ = opt._cached_gv_functions()
+    calls = []
 
     def broken(*args):
+        calls.append(1)
         raise RuntimeError("needs static shapes")
 
     opt._functions["gauss_newton_cached"] = (f_res, broken)
     v = np.arange(6.0)
     with caplog.at_level(logging.WARNING, logger="hf_symbolic.optimizer"):
-        out = opt.curvature_operator(batch).matvec(v)
+        op = opt.curvature_operator(batch)
+        out = op.matvec(v)
+        np.testing.assert_allclose(op.matvec(2 * v), 2 * out, rtol=1e-12)  # same operator, second product
     np.testing.assert_allclose(out, _plain(opt, v, batch), rtol=1e-12)
     assert opt._functions["gauss_newton_cached"] is None
     assert "needs static shapes" in caplog.text
+    assert len(calls) == 1 and caplog.text.count("needs static shapes") == 1
     # later operators use the plain product without trying the cached one again
     np.testing.assert_allclose(opt.curvature_operator(batch).matvec(v), out, rtol=1e-12)
 
