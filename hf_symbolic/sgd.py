@@ -19,7 +19,6 @@ from .checkpoint import CheckpointLock, load_checkpoint, save_checkpoint
 from .errors import (
     ArgumentError,
     CheckpointCorruptError,
-    CheckpointError,
     CheckpointMismatchError,
     NumericalFailureError,
 )
@@ -27,6 +26,7 @@ from .optimizer import hf_optimizer
 from .stats import STOP_REASONS, HistoryWriter, TrainResult, UpdateStats
 from .training import (
     _check_dataset,
+    check_signature,
     _checked_state,
     _validate,
     parameter_signature,
@@ -64,11 +64,7 @@ def _check_same_run(path, meta, signature, options):
     CheckpointCorruptError
         ``options`` is not a JSON object.
     """
-    if meta.get("signature") != signature:
-        raise CheckpointMismatchError(
-            f"checkpoint {path} belongs to another model: its parameters are {meta.get('signature')!r:.200}, "
-            f"this model's are {signature}"
-        )
+    check_signature(path, meta, signature)
     saved = meta.get("options")
     if not isinstance(saved, dict):
         raise CheckpointCorruptError(f"checkpoint {path}: 'options' is {saved!r:.80}; expected an object")
@@ -156,10 +152,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
                 state = _checked_state(save_progress, arrays, meta, self.layout.size, self.layout.dtype,
                                        vectors=("velocity",), damping=False)
                 # everything validated that can be: now restore (the datasets all or nothing, then the rest)
-                try:
-                    restore_dataset_states(datasets, arrays, meta["datasets"])
-                except CheckpointError as exc:
-                    raise type(exc)(f"checkpoint {save_progress}: {exc}") from exc
+                restore_dataset_states(datasets, arrays, meta["datasets"], save_progress)
                 self.set_flat(state["theta"])
                 velocity, run.best_theta = state["velocity"], state["best_theta"]
                 update, run.best_update, failures = state["update"], state["best_update"], state["failures"]

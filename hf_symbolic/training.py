@@ -133,13 +133,23 @@ def save_dataset_states(datasets, arrays, states):
                 arrays[f"{name}/{k}"] = v
 
 
-def restore_dataset_states(datasets, arrays, states):
+def check_signature(path, meta, signature):
+    """Refuse a checkpoint whose parameters (names, shapes, dtypes) are not ``signature``."""
+    if meta.get("signature") != signature:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} belongs to another model: its parameters are {meta.get('signature')!r:.200}, "
+            f"this model's are {signature}"
+        )
+
+
+def restore_dataset_states(datasets, arrays, states, path=None):
     """Inverse of :func:`save_dataset_states`, all or nothing.
 
     Each dataset validates its own state, so a later one can still refuse after
     an earlier one was restored: those are then put back as they were.  A
     refusal (a :class:`~hf_symbolic.errors.CheckpointError`) is raised again
-    with the dataset's name in front of its message.
+    with the dataset's name, and the checkpoint ``path`` when given, in front
+    of its message.
     """
     restored = []
     try:
@@ -153,7 +163,8 @@ def restore_dataset_states(datasets, arrays, states):
             try:
                 ds.load_state_dict({"json": st, "arrays": own})
             except CheckpointError as exc:
-                raise type(exc)(f"{name}: {exc}") from exc
+                where = f"checkpoint {path}: {name}" if path is not None else name
+                raise type(exc)(f"{where}: {exc}") from exc
             restored.append((ds, before))
     except BaseException:
         for ds, before in reversed(restored):
@@ -213,11 +224,7 @@ class _Run:
         return arrays, meta
 
     def from_checkpoint(self, path, arrays, meta, datasets):
-        if meta.get("signature") != self.signature():
-            raise CheckpointMismatchError(
-                f"checkpoint {path} belongs to another model: its parameters are {meta.get('signature')}, "
-                f"this model's are {self.signature()}"
-            )
+        check_signature(path, meta, self.signature())
         if meta.get("curvature") != self.opt.curvature:
             raise CheckpointMismatchError(f"checkpoint {path} was made with curvature={meta.get('curvature')!r}, not {self.opt.curvature!r}")
         saved = meta.get("options", {})
@@ -233,10 +240,7 @@ class _Run:
             )
         state = _checked_state(path, arrays, meta, self.opt.layout.size, self.opt.layout.dtype)
         # everything validated that can be: now restore (the datasets all or nothing, then the rest)
-        try:
-            restore_dataset_states(datasets, arrays, meta["datasets"])
-        except CheckpointError as exc:
-            raise type(exc)(f"checkpoint {path}: {exc}") from exc
+        restore_dataset_states(datasets, arrays, meta["datasets"], path)
         self.opt.set_flat(state["theta"])
         self.best_theta, self.cg_x = state["best_theta"], state["cg_x"]
         self.update, self.lam, self.best_update = state["update"], state["lambda"], state["best_update"]
