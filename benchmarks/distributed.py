@@ -112,7 +112,9 @@ def gemm_ceiling(client, w, args, reps=3):
     Returns the ratio of the two times (``n_workers`` would be perfect scaling):
     plain numpy GEMMs, no PyTensor, no Dask messages in the timed region.
     """
-    addresses = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    from hf_symbolic.distributed import _worker_addresses
+
+    addresses = _worker_addresses(client)
     shard = w.dims["B"] // len(addresses)
     if w.name == "ae":
         gemms = W._ae_gemms(shard, w.dims["sizes"])["gv"]
@@ -147,6 +149,7 @@ def main():
     args = parse_args()
     W.check_environment(1)
     from hf_symbolic import hf_optimizer
+    from hf_symbolic.distributed import _worker_addresses
 
     w = W.build(args.workload, dtype=args.dtype, small=args.small, seed=args.seed)
     opt = hf_optimizer(w.params, w.inputs, w.s, w.costs)
@@ -154,7 +157,7 @@ def main():
     print(f"# workload {args.workload} {args.dtype} {w.dims}  {opt.layout.size} parameters  mode {opt.mode!r}  "
           f"{args.updates} updates x {args.cg} CG iterations, {args.rounds} rounds")
     client, cluster = start_client(args)
-    n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    n_workers = len(_worker_addresses(client))
     runs = ("1 process", "dask")
     per_update = {k: [] for k in runs}
     phases = {k: {p: [] for p in PHASES} for k in runs}

@@ -467,11 +467,16 @@ class ShardServer:
 # -- training-process side ----------------------------------------------------------------
 
 def _worker_addresses(client):
-    """Addresses of the cluster's workers, sorted."""
+    """Addresses of the cluster's workers, sorted, asked of the scheduler itself.
+
+    ``client.scheduler_info()`` is not used: it returns the client's cached identity, which the
+    client's own periodic refresh overwrites with a copy that lists no workers (``n_workers=0``),
+    so a poll could see an empty cluster while every worker is alive.
+    """
     try:
-        info = client.scheduler_info(n_workers=-1)  # newer Dask lists only 5 workers by default
-    except TypeError:
-        info = client.scheduler_info()
+        info = client.sync(client.scheduler.identity, n_workers=-1)
+    except TypeError:  # Dask releases whose identity() takes no arguments list every worker
+        info = client.sync(client.scheduler.identity)
     return sorted(info["workers"])
 
 

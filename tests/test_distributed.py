@@ -272,6 +272,18 @@ def test_arguments_are_checked(client, rnn_model):
         opt.train(grad_ds, cg_ds, num_updates=1, client="tcp://127.0.0.1:8786")
 
 
+def test_liveness_is_asked_of_the_scheduler_not_the_cached_identity(client, monkeypatch):
+    # The client refreshes its cached identity every few seconds with a copy listing no
+    # workers; a liveness poll that read that cache took live workers for lost ones.
+    from hf_symbolic.distributed import _worker_addresses
+
+    expected = sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+    assert len(expected) == N_WORKERS
+    empty = dict(client.scheduler_info(n_workers=-1), workers={})
+    monkeypatch.setattr(client, "scheduler_info", lambda *a, **k: empty)
+    assert _worker_addresses(client) == expected
+
+
 def test_without_a_client_dask_is_not_imported():
     code = textwrap.dedent("""
         import sys
