@@ -402,6 +402,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--products", type=int, default=50,
                     help="Gv products per update for the per-update column (CG iterations)")
+    ap.add_argument("--no-reuse-memory", dest="reuse_memory", action="store_false",
+                    help="do not keep freed memory for reuse (hf_symbolic.memory; on by default for every "
+                         "implementation alike, as hf_optimizer.train does for its own process)")
     W.add_common_arguments(ap)
     args = ap.parse_args(argv)
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
@@ -432,8 +435,18 @@ def main(argv=None):
     _limit_threads(args.threads)
     if "torch" in sys.modules:
         print(f"# torch.get_num_threads()={sys.modules['torch'].get_num_threads()}")
+    from hf_symbolic.memory import available as _glibc, reuse_freed_memory
+
+    print(f"# freed memory reused (glibc mallopt, every implementation): {args.reuse_memory and _glibc()}")
     t_all = time.perf_counter()
     out = []
+    with reuse_freed_memory(args.reuse_memory):
+        _run_all(args, mode, out)
+    print(f"# total {time.perf_counter() - t_all:.0f} s")
+    return 0
+
+
+def _run_all(args, mode, out):
     for wl in [x.strip() for x in args.workloads.split(",")]:
         for dtype in [x.strip() for x in args.dtypes.split(",")]:
             rows, notes, floor, w = run_workload(wl, dtype, args, mode)
@@ -444,8 +457,6 @@ def main(argv=None):
             text = "\n".join(block)
             print(text + "\n", flush=True)
             out.append(text)
-    print(f"# total {time.perf_counter() - t_all:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -141,8 +141,13 @@ def compile_flags():
 
     import pytensor
 
+    from . import loops
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(loops.active())
     flags = pytensor.config.gcc__cxxflags or ""
     if (os.environ.get("HF_SYMBOLIC_VECTOR_MATH", "1").strip().lower() in ("0", "false", "no", "off")
             or not pytensor.config.cxx or VECTOR_MATH_FLAG in flags.split()):
-        return contextlib.nullcontext()
-    return pytensor.config.change_flags(gcc__cxxflags=(flags + " " + VECTOR_MATH_FLAG).strip())
+        return stack
+    stack.enter_context(pytensor.config.change_flags(gcc__cxxflags=(flags + " " + VECTOR_MATH_FLAG).strip()))
+    return stack

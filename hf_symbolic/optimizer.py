@@ -295,6 +295,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         blas_threads=1,
         workers=1,
         client=None,
+        reuse_memory=True,
         **options,
     ):
         """Train with Hessian-free optimization (the 2012 signature, plus keyword-only options).
@@ -351,6 +352,11 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             ``pip install 'hf_symbolic[dask]'``). Excludes ``workers > 1``;
             ``blas_threads`` applies on the workers too. Without a client Dask
             is not imported.
+        reuse_memory : bool
+            Keep freed memory in this process for reuse while training (glibc's
+            ``mallopt``; :mod:`hf_symbolic.memory`): the large temporaries of
+            each product then skip the kernel's page zeroing. Restored, and the
+            memory given back, when ``train`` returns. Changes no value.
         **options
             Any field of :class:`~hf_symbolic.training.TrainOptions`:
             ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
@@ -383,7 +389,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             raise ArgumentError(f"unknown training option in {sorted(options)}: expected some of {known}") from exc
         result = train(self, gradient_dataset, cg_dataset, opts, validation=validation, save_progress=save_progress,
                        callback=callback, history_file=history_file, blas_threads=blas_threads, workers=workers,
-                       client=client)
+                       client=client, reuse_memory=reuse_memory)
         return result.params
 
     def _cached_gv_functions(self):

@@ -331,7 +331,7 @@ def _mean_costs(opt, batches):
 
 
 def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=None, save_progress=None, callback=None,
-          history_file=None, blas_threads=1, workers=1, client=None):
+          history_file=None, blas_threads=1, workers=1, client=None, reuse_memory=True):
     """Run HF on ``opt``; see :meth:`hf_optimizer.train` for the meaning of every argument."""
     if client is not None:
         if workers is not None and workers != 1:
@@ -369,9 +369,10 @@ def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=N
             log.info("resumed from %s at update %d (lambda=%.4g)", save_progress, run.update, run.lam)
         history = HistoryWriter(history_file, truncate_to=run.update if resumed else None) if history_file else None
         from .backend import blas_threads as _limit
+        from .memory import reuse_freed_memory
         from .parallel import make_evaluator
 
-        with _limit(blas_threads):
+        with _limit(blas_threads), reuse_freed_memory(bool(reuse_memory)):
             if client is not None:
                 from .distributed import DaskEvaluator
 

@@ -1,0 +1,93 @@
+"""``hf_symbolic.memory.reuse_freed_memory``: large blocks come from the reused heap inside it, and not after it."""
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from hf_symbolic import memory
+
+MB = 1 << 20
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _mallinfo():
+    libc = ctypes.CDLL("libc.so.6")
+    try:
+        fn = libc.mallinfo2
+    except AttributeError:
+        pytest.skip("glibc without mallinfo2")
+    fn.restype = _Mallinfo2
+    return fn()
+
+
+needs_glibc = pytest.mark.skipif(not memory.available(), reason="not glibc")
+
+
+@needs_glibc
+def test_large_blocks_come_from_the_heap_inside_and_from_mmap_after():
+    size = 64 * MB
+    with memory.reuse_freed_memory():
+        a = np.empty(size, dtype=np.uint8)
+        inside = _mallinfo()
+        del a
+        kept = _mallinfo()
+    assert inside.hblkhd < size, "a 64 MB block was still mmapped inside the context"
+    assert kept.arena >= size, "the freed block was given back inside the context"
+    after = _mallinfo()
+    assert after.arena < kept.arena, "the heap was not trimmed on exit"
+    b = np.empty(size, dtype=np.uint8)
+    assert _mallinfo().hblkhd >= size, "mmap was not restored after the context"
+    del b
+
+
+@needs_glibc
+def test_nested_contexts_restore_only_at_the_outermost_exit():
+    size = 64 * MB
+    with memory.reuse_freed_memory():
+        with memory.reuse_freed_memory():
+            pass
+        a = np.empty(size, dtype=np.uint8)
+        assert _mallinfo().hblkhd < size
+        del a
+    b = np.empty(size, dtype=np.uint8)
+    assert _mallinfo().hblkhd >= size
+    del b
+
+
+def test_disabled_does_nothing():
+    size = 64 * MB
+    with memory.reuse_freed_memory(False):
+        a = np.empty(size, dtype=np.uint8)
+        if memory.available():
+            assert _mallinfo().hblkhd >= size
+        del a
+
+
+def test_training_gives_the_same_parameters_with_and_without_it():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from models import rnn
+
+    from hf_symbolic import BatchDataset, hf_optimizer
+
+    m = rnn(structural=True, n=12, T=5, seed=3)
+    opt = hf_optimizer(m.p, m.inputs, m.s, m.costs, m.h, m.ha)
+    theta0 = opt.get_flat()
+    X, Y = m.batch
+    results = []
+    for reuse in (True, False):
+        opt.set_flat(theta0)
+        grad_ds = BatchDataset([X, Y], 12, case_axis=[1, 0], seed=0)
+        cg_ds = BatchDataset([X, Y], 7, case_axis=[1, 0], seed=1)
+        opt.train(grad_ds, cg_ds, num_updates=3, reuse_memory=reuse)
+        results.append(opt.get_flat())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], theta0)
