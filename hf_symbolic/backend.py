@@ -141,7 +141,7 @@ def compile_flags():
 
     import pytensor
 
-    from . import loops
+    from . import layout, loops  # noqa: F401  (layout registers its rewrite on import)
 
     stack = contextlib.ExitStack()
     stack.enter_context(loops.active())
