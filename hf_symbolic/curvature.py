@@ -52,13 +52,77 @@ def _pushforward(f, wrt, tangents):
         return pushforward(f, wrt, tangents, disconnected_outputs="ignore")
 
 
+def _elementwise_in(y, x) -> bool:
+    """True when every value of ``y`` is a function of the same-position value of ``x`` alone.
+
+    Holds when every op between ``x`` and ``y`` is elementwise (``Elemwise``,
+    the identity-like ops of :mod:`pytensor.gradient`, ``DimShuffle`` that
+    only adds or drops broadcastable axes) and ``y`` has ``x``'s broadcast
+    pattern; ops that read only ``x``'s shape do not count. Conservative: any
+    other op on the way answers False.
+    """
+    from pytensor.gradient import DisconnectedGrad, ZeroGrad
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.elemwise import DimShuffle, Elemwise
+    from pytensor.tensor.shape import Shape, Shape_i
+
+    if getattr(y, "ndim", None) != x.ndim or y.type.broadcastable != x.type.broadcastable:
+        return False
+    shape_ops = (Shape, Shape_i)
+    memo = {}
+
+    def depends(var):
+        """Whether ``var``'s values depend on ``x``'s values; False for a non-elementwise way there."""
+        if var in memo:
+            return memo[var]
+        memo[var] = False  # cycles cannot occur; this is only the default while computing
+        if var is x:
+            result = True
+        elif var.owner is None or isinstance(var.owner.op, shape_ops):
+            result = False
+        else:
+            result = any(depends(i) for i in var.owner.inputs)
+            if result:
+                op = var.owner.op
+                ok = isinstance(op, (Elemwise, DisconnectedGrad, ZeroGrad))
+                if isinstance(op, DimShuffle):
+                    kept = [d for d in op.new_order if d != "x"]
+                    ok = kept == sorted(kept)
+                if not ok:
+                    raise _NotElementwise
+        memo[var] = result
+        return result
+
+    if x not in set(ancestors([y])):
+        return False
+    try:
+        return depends(y)
+    except _NotElementwise:
+        return False
+
+
+class _NotElementwise(Exception):
+    pass
+
+
 def _loss_hessian_product(cost, split, jv):
-    """``H_L Jv``: the derivative of ``<dL/ds, Jv>`` with ``Jv`` held fixed."""
+    """``H_L Jv``: the derivative of ``<dL/ds, Jv>`` with ``Jv`` held fixed.
+
+    When ``dL/ds`` is elementwise in ``s`` (a sum of per-element losses, as
+    the usual output losses and the structural-damping distance are),
+    ``H_L`` is diagonal and the product is ``diag(H_L) * Jv``, with the
+    diagonal a graph of ``s`` alone: :func:`~hf_symbolic.linearize.partial_eval`
+    then stores it once per update instead of re-evaluating the loss's second
+    derivative, term by term, on every product.
+    """
     import pytensor.tensor as pt
     from pytensor.gradient import disconnected_grad, grad
 
     jv = disconnected_grad(jv)
     dl_ds = grad(cost, split, disconnected_inputs="ignore")
+    if _elementwise_in(dl_ds, split):
+        diagonal = grad(pt.sum(dl_ds), split, disconnected_inputs="ignore")
+        return disconnected_grad(disconnected_grad(diagonal) * jv)
     return disconnected_grad(grad(pt.sum(dl_ds * jv), split, disconnected_inputs="ignore"))
 
 

@@ -900,6 +900,38 @@ def _push_out_accumulators(fgraph: FunctionGraph) -> bool:
 # frontier / residual selection
 
 
+def _fills_to_allocs(fgraph: FunctionGraph) -> bool:
+    """Replace ``second(x, c)`` (``c`` broadcast to ``x``'s shape) by ``alloc(c, *x.shape)``.
+
+    Only the shape of ``x`` matters, but the residual choice would otherwise
+    store the whole filled array whenever ``x`` itself is expensive (a scan
+    output, say): the zeros that start a back-propagated error were stored as
+    residuals and copied on every product. With ``alloc``, the residuals are
+    ``x``'s lengths (scalars) and the fill is rebuilt from them.
+    """
+    changed = False
+    for node in list(fgraph.toposort()):
+        if node not in fgraph.apply_nodes:
+            continue
+        op = node.op
+        if not (isinstance(op, Elemwise) and isinstance(op.scalar_op, ps.Second)):
+            continue
+        x, c = node.inputs
+        out = node.outputs[0]
+        if not all(c.type.broadcastable) or x.ndim != out.ndim or x.owner is None:
+            continue
+        value = pt.cast(c if c.ndim == 0 else c.reshape(()), out.dtype)
+        lengths = [pt.constant(1, dtype="int64") if x.type.shape[i] == 1 else Shape_i(i)(x) for i in range(x.ndim)]
+        new = pt.alloc(value, *lengths)
+        if not out.type.is_super(new.type):
+            continue
+        fgraph.replace(out, new, reason="hf_symbolic_fill_to_alloc")
+        changed = True
+    return changed
+
+
+
+
 def _choose_residuals(fgraph: FunctionGraph, dep: set, varying, recompute_cheap: bool):
     topo = fgraph.toposort()
     order = {}
@@ -1091,6 +1123,8 @@ def partial_eval(
                 break
             _rewrite(fgraph)
 
+    if recompute_cheap:
+        _fills_to_allocs(fgraph)
     dep = _dependent(fgraph, vary)
     stored = _choose_residuals(fgraph, dep, vary, recompute_cheap)
     placeholders = []

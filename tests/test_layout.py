@@ -1,0 +1,86 @@
+"""``hf_symbolic.layout``: ``reshape(transpose(h, (2, 0, 1)), (H, -1))`` becomes a view, values unchanged."""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.tensor.elemwise import DimShuffle
+from pytensor.tensor.shape import Reshape
+
+from hf_symbolic import backend, hf_optimizer
+
+needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
+
+
+def _moved_axis_copies(f):
+    """Reshape nodes that flatten an input whose last axis was moved to the front."""
+    found = []
+    for n in f.maker.fgraph.apply_nodes:
+        if isinstance(n.op, Reshape) and n.inputs[0].owner is not None:
+            op = n.inputs[0].owner.op
+            if isinstance(op, DimShuffle) and tuple(op.new_order) == (2, 0, 1):
+                found.append(n)
+    return found
+
+
+def _compile(ins, out, inside):
+    mode = backend.default_mode() or "CVM"
+    if inside:
+        with backend.compile_flags():
+            return pytensor.function(ins, out, mode=mode)
+    return pytensor.function(ins, out, mode=mode)
+
+
+def _data(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@needs_cxx
+def test_static_length_is_rewritten_and_values_agree():
+    h = pt.tensor("h", shape=(None, None, 6))
+    g = pt.tensor("g", shape=(None, None, 6))
+    out = pt.dot(pt.reshape(h.transpose(2, 0, 1), (6, -1)), pt.reshape(g, (-1, 6)))
+    plain, fast = _compile([h, g], out, False), _compile([h, g], out, True)
+    assert _moved_axis_copies(plain), "the reference should keep the copy"
+    assert not _moved_axis_copies(fast)
+    hv, gv = _data((5, 4, 6), 0), _data((5, 4, 6), 1)
+    want = np.einsum("tbi,tbj->ij", hv, gv)
+    np.testing.assert_allclose(fast(hv, gv), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(plain(hv, gv), want, rtol=1e-12, atol=1e-12)
+    # a non-contiguous input (every other step) still gives the right values
+    hv2, gv2 = _data((10, 4, 6), 2)[::2], _data((10, 4, 6), 3)[::2]
+    np.testing.assert_allclose(fast(hv2, gv2), np.einsum("tbi,tbj->ij", hv2, gv2), rtol=1e-12, atol=1e-12)
+
+
+@needs_cxx
+def test_other_targets_are_left_alone():
+    h = pt.tensor("h", shape=(None, None, 6))
+    # first length 12 (not the moved axis's 6): a different matrix, must not be rewritten
+    out = pt.reshape(h.transpose(2, 0, 1), (12, -1))
+    fast = _compile([h], out, True)
+    assert _moved_axis_copies(fast)
+    hv = _data((4, 3, 6), 4)
+    np.testing.assert_array_equal(fast(hv), hv.transpose(2, 0, 1).reshape(12, -1))
+    # another permutation
+    out2 = pt.reshape(h.transpose(1, 0, 2), (3, -1))
+    np.testing.assert_array_equal(_compile([h], out2, True)(hv), hv.transpose(1, 0, 2).reshape(3, -1))
+
+
+@needs_cxx
+def test_rnn_gradient_has_no_transposed_copy_and_matches_the_plain_compile():
+    rng = np.random.default_rng(5)
+    H = 7
+    W = pytensor.shared(rng.standard_normal((H, H)) * 0.3, name="W")
+    U = pytensor.shared(rng.standard_normal((2, H)) * 0.3, name="U")
+    Wo = pytensor.shared(rng.standard_normal((H, 1)) * 0.3, name="Wo")
+    x, y = pt.tensor3("x"), pt.matrix("y")
+    h = pytensor.scan(lambda x_t, h: pt.tanh(pt.dot(x_t, U) + pt.dot(h, W)), sequences=[x],
+                      outputs_info=[pt.zeros((x.shape[1], H))], return_updates=False)
+    s = pt.dot(h[-1], Wo)
+    cost = pt.mean((s - y) ** 2)
+    opt = hf_optimizer([W, U, Wo], [x, y], s, [cost])
+    batch = [rng.standard_normal((9, 5, 2)), rng.standard_normal((5, 1))]
+    g, _ = opt.gradient(batch)
+    assert not _moved_axis_copies(opt._functions["gradient"])
+    reference = pytensor.function([x, y], pytensor.grad(cost, [W, U, Wo]), mode="FAST_COMPILE")(*batch)
+    np.testing.assert_allclose(g, np.concatenate([r.ravel() for r in reference]), rtol=1e-12, atol=1e-14)
