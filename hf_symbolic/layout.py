@@ -11,8 +11,8 @@ B=1000, H=100 in float32 the copy took 50 ms of a 245 ms gradient on the
 The same matrix is ``reshape(h, (-1, H)).T``: a view of ``h`` when ``h`` is
 C-contiguous, which BLAS reads as a transposed operand. The rewrite here
 (:data:`flatten_moved_axis`) replaces the first form by the second when the
-target's first length is the moved axis's length (both the constant ``H`` of
-the static shape, or literally ``h.shape[-1]``). Values are unchanged: it
+target's first length is the moved axis's length (the constant ``H`` of the
+static shape, ``h.shape[-1]``, or a length shape inference equates with it). Values are unchanged: it
 only re-describes which element goes where. It runs in hf_symbolic's own
 compiles only, like :mod:`hf_symbolic.loops`.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 from pytensor.compile import optdb
-from pytensor.graph.basic import Constant
+from pytensor.graph.basic import Constant, equal_computations
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.elemwise import DimShuffle
 from pytensor.tensor.shape import Reshape, Shape_i
@@ -31,7 +31,7 @@ from .loops import _WhenActive
 __all__ = ["flatten_moved_axis"]
 
 
-def _first_length_is(shape, x):
+def _first_length_is(fgraph, shape, x):
     """True when ``shape[0]`` is surely ``x.shape[-1]``."""
     last = x.type.shape[-1]
     if isinstance(shape, Constant):
@@ -44,7 +44,13 @@ def _first_length_is(shape, x):
     if isinstance(first, Constant):
         return last is not None and int(np.asarray(first.data)) == last
     o = first.owner
-    return (o is not None and isinstance(o.op, Shape_i) and o.op.i == x.ndim - 1 and o.inputs[0] is x)
+    if o is not None and isinstance(o.op, Shape_i) and o.op.i == x.ndim - 1 and o.inputs[0] is x:
+        return True
+    feature = getattr(fgraph, "shape_feature", None)  # lengths known to be equal by shape inference
+    if feature is not None and x in feature.shape_of:
+        known = feature.shape_of[x][-1]
+        return known is first or equal_computations([known], [first])
+    return False
 
 
 @node_rewriter([Reshape])
@@ -57,7 +63,7 @@ def _flatten_moved_axis(fgraph, node):
     nd = x.ndim
     if nd < 3 or tuple(inp.owner.op.new_order) != (nd - 1, *range(nd - 1)):
         return None
-    if not _first_length_is(shape, x):
+    if not _first_length_is(fgraph, shape, x):
         return None
     import pytensor.tensor as pt
 
