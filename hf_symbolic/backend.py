@@ -122,14 +122,34 @@ def default_mode():
     return None
 
 
-def compile_flags():
+def _runs_c(mode) -> bool:
+    """Whether ``mode`` (a name, a Mode, or None for "assume C") executes PyTensor's C code."""
+    if mode is None:
+        return True
+    import pytensor
+    from pytensor.compile.mode import get_mode
+    from pytensor.link.c.basic import CLinker, OpWiseCLinker
+    from pytensor.link.vm import VMLinker
+
+    try:
+        linker = get_mode(mode).linker
+    except Exception:  # an unknown mode: pytensor.function will say so
+        return False
+    if isinstance(linker, VMLinker):
+        return bool(getattr(linker, "c_thunks", True)) and bool(pytensor.config.cxx)
+    return isinstance(linker, (CLinker, OpWiseCLinker))
+
+
+def compile_flags(mode=None):
     """Context in which hf_symbolic compiles its functions: C code with vectorized math (see the module notes).
 
     Returns a context that appends ``-D__FAST_MATH__`` to ``gcc__cxxflags``
     (unless ``HF_SYMBOLIC_VECTOR_MATH=0``, no C compiler is configured, or the
     flag is already there) and turns on hf_symbolic's own rewrites
     (:mod:`hf_symbolic.loops`, :mod:`hf_symbolic.layout`) for the functions
-    compiled inside it. Backends that do not compile C code ignore the flag.
+    compiled inside it. Backends that do not compile C code ignore the flag;
+    the rewrites apply only when ``mode`` is None (taken as C) or runs C code
+    (JAX, for one, needs the constant reshape lengths they may replace).
 
     Examples
     --------
@@ -147,7 +167,8 @@ def compile_flags():
     from . import layout, loops  # noqa: F401  (layout registers its rewrite on import)
 
     stack = contextlib.ExitStack()
-    stack.enter_context(loops.active())
+    if _runs_c(mode):
+        stack.enter_context(loops.active())
     flags = pytensor.config.gcc__cxxflags or ""
     if (os.environ.get("HF_SYMBOLIC_VECTOR_MATH", "1").strip().lower() in ("0", "false", "no", "off")
             or not pytensor.config.cxx or VECTOR_MATH_FLAG in flags.split()):

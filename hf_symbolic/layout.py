@@ -67,7 +67,11 @@ def _flatten_moved_axis(fgraph, node):
         return None
     import pytensor.tensor as pt
 
-    new = pt.reshape(x, (-1, x.shape[-1]), ndim=2).T
+    if all(d is not None for d in x.type.shape):  # constant lengths (JAX traces only those)
+        target = (int(np.prod(x.type.shape[:-1])), int(x.type.shape[-1]))
+    else:
+        target = (-1, x.shape[-1])
+    new = pt.reshape(x, target, ndim=2).T
     if new.type.dtype != out.type.dtype or not out.type.is_super(new.type):
         return None
     return [new]
