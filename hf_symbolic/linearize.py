@@ -26,6 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pytensor.scalar as ps
 import pytensor.tensor as pt
 from pytensor.compile import optdb
@@ -44,6 +45,7 @@ from pytensor.tensor.basic import (
     ScalarFromTensor,
     TensorFromScalar,
     get_scalar_constant_value,
+    get_underlying_scalar_constant_value,
 )
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.exceptions import NotScalarConstantError
@@ -923,7 +925,10 @@ def _fills_to_allocs(fgraph: FunctionGraph) -> bool:
         out = node.outputs[0]
         if not all(c.type.broadcastable) or x.ndim != out.ndim or x.owner is None:
             continue
-        value = pt.cast(c if c.ndim == 0 else c.reshape(()), out.dtype)
+        try:  # a constant stays one (not a stored scalar) in the product graph
+            value = pt.constant(np.asarray(get_underlying_scalar_constant_value(c), dtype=out.dtype))
+        except NotScalarConstantError:
+            value = pt.cast(c if c.ndim == 0 else c.reshape(()), out.dtype)
         lengths = [pt.constant(1, dtype="int64") if x.type.shape[i] == 1 else Shape_i(i)(x) for i in range(x.ndim)]
         new = pt.alloc(value, *lengths)
         if not out.type.is_super(new.type):

@@ -84,3 +84,45 @@ def test_rnn_gradient_has_no_transposed_copy_and_matches_the_plain_compile():
     assert not _moved_axis_copies(opt._functions["gradient"])
     reference = pytensor.function([x, y], pytensor.grad(cost, [W, U, Wo]), mode="FAST_COMPILE")(*batch)
     np.testing.assert_allclose(g, np.concatenate([r.ravel() for r in reference]), rtol=1e-12, atol=1e-14)
+
+
+def _seed_graph(value=0.0, index=-1):
+    T, y = pt.lscalar("T"), pt.matrix("y")
+    a = pt.alloc(np.float64(0.0), T + 1, 3, 2)
+    b = pt.alloc(np.float64(value), T, 3, 2)
+    return [T, y], pt.inc_subtensor(a[1:], pt.inc_subtensor(b[index], y)) * 2
+
+
+def _seed_nests(f):
+    from pytensor.tensor.subtensor import IncSubtensor
+
+    return [n for n in f.maker.fgraph.apply_nodes
+            if isinstance(n.op, IncSubtensor) and n.inputs[1].owner is not None
+            and isinstance(n.inputs[1].owner.op, IncSubtensor)]
+
+
+@needs_cxx
+def test_last_step_seed_is_one_fill_and_bit_identical():
+    ins, out = _seed_graph()
+    fast, plain = _compile(ins, out, True), _compile(ins, out, False)
+    assert _seed_nests(plain) and not _seed_nests(fast)
+    yv = _data((3, 2), 6)
+    yv[0, 0] = -0.0
+    for t in (1, 2, 7):
+        got, want = fast(t, yv), plain(t, yv)
+        assert got.shape == want.shape == (t + 1, 3, 2)
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+@needs_cxx
+@pytest.mark.parametrize("value,index", [(1.0, -1), (0.0, 0)])
+def test_last_step_seed_needs_zeros_and_the_last_index(value, index):
+    ins, out = _seed_graph(value, index)
+    fast = _compile(ins, out, True)
+    assert _seed_nests(fast)
+    yv = _data((3, 2), 7)
+    b = np.full((4, 3, 2), value)
+    b[index] += yv
+    want = np.zeros((5, 3, 2))
+    want[1:] += b
+    np.testing.assert_array_equal(fast(4, yv), want * 2)
