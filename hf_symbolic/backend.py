@@ -37,6 +37,7 @@ a 1000x100 float32 batch: 4.1 ms -> 0.2 ms). Set
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -140,10 +141,11 @@ def _runs_c(mode) -> bool:
     return isinstance(linker, (CLinker, OpWiseCLinker))
 
 
+@contextlib.contextmanager
 def compile_flags(mode=None):
     """Context in which hf_symbolic compiles its functions: C code with vectorized math (see the module notes).
 
-    Returns a context that appends ``-D__FAST_MATH__`` to ``gcc__cxxflags``
+    A context that appends ``-D__FAST_MATH__`` to ``gcc__cxxflags``
     (unless ``HF_SYMBOLIC_VECTOR_MATH=0``, no C compiler is configured, or the
     flag is already there) and turns on hf_symbolic's own rewrites
     (:mod:`hf_symbolic.loops`, :mod:`hf_symbolic.layout`) for the functions
@@ -160,18 +162,15 @@ def compile_flags(mode=None):
     >>> float(f([0.0])[0])
     0.0
     """
-    import contextlib
-
     import pytensor
 
-    from . import layout, loops  # noqa: F401  (layout registers its rewrite on import)
+    from . import layout, loops  # noqa: F401  (layout registers its rewrites on import)
 
-    stack = contextlib.ExitStack()
-    if _runs_c(mode):
-        stack.enter_context(loops.active())
-    flags = pytensor.config.gcc__cxxflags or ""
-    if (os.environ.get("HF_SYMBOLIC_VECTOR_MATH", "1").strip().lower() in ("0", "false", "no", "off")
-            or not pytensor.config.cxx or VECTOR_MATH_FLAG in flags.split()):
-        return stack
-    stack.enter_context(pytensor.config.change_flags(gcc__cxxflags=(flags + " " + VECTOR_MATH_FLAG).strip()))
-    return stack
+    with contextlib.ExitStack() as stack:
+        if _runs_c(mode):
+            stack.enter_context(loops.active())
+        flags = pytensor.config.gcc__cxxflags or ""
+        if (os.environ.get("HF_SYMBOLIC_VECTOR_MATH", "1").strip().lower() not in ("0", "false", "no", "off")
+                and pytensor.config.cxx and VECTOR_MATH_FLAG not in flags.split()):
+            stack.enter_context(pytensor.config.change_flags(gcc__cxxflags=(flags + " " + VECTOR_MATH_FLAG).strip()))
+        yield

@@ -173,7 +173,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         from .backend import compile_flags
 
         t0 = time.perf_counter()
-        with compile_flags(self._mode):
+        with compile_flags(self._mode if self._mode is not None else pytensor.config.mode):
             fn = pytensor.function(ins, outs, mode=self._mode, on_unused_input="ignore", name=f"hf_{name}")
         dt = time.perf_counter() - t0
         self.compile_seconds += dt
@@ -407,7 +407,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         t0 = time.perf_counter()
         try:
             pe = partial_eval([g.gauss_newton], varying)
-            with compile_flags(self._mode):
+            with compile_flags(self._mode if self._mode is not None else pytensor.config.mode):
                 f_res = pytensor.function(self.inputs, list(pe.residuals), mode=self._mode,
                                           on_unused_input="ignore", name="hf_forward_cache")
                 f_gv = pytensor.function([*varying, *pe.placeholders], pe.outputs[0], mode=self._mode,
