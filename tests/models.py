@@ -10,6 +10,22 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
 
 
+class DatasetWrapper:
+    """Base of the tests' dataset wrappers: position, reshuffle and saved state are the wrapped dataset's."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def update(self):
+        self.inner.update()
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
 @dataclass
 class Model:
     p: list

@@ -27,7 +27,7 @@ from hf_symbolic.checkpoint import load_checkpoint  # noqa: E402
 from hf_symbolic.distributed import DaskEvaluator, WorkerLostError  # noqa: E402
 from hf_symbolic.errors import ArgumentError  # noqa: E402
 from hf_symbolic.parallel import SerialEvaluator  # noqa: E402
-from models import max_rel_err, mlp, rnn  # noqa: E402
+from models import DatasetWrapper, max_rel_err, mlp, rnn  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 N_WORKERS = 2
@@ -191,26 +191,18 @@ def test_workers_compile_once_and_keep_the_model_between_runs(client):
     assert client.run(_compilations) == first  # a second run reuses the compiled model
 
 
-class _KillWorkerOnIterate:
+class _KillWorkerOnIterate(DatasetWrapper):
     """A dataset wrapper that kills one worker process at its ``at``-th ``iterate`` call."""
 
     def __init__(self, inner, pid, at):
-        self.inner, self.pid, self.at, self.calls = inner, pid, at, 0
+        super().__init__(inner)
+        self.pid, self.at, self.calls = pid, at, 0
 
     def iterate(self, update=True):
         self.calls += 1
         if self.calls == self.at:
             os.kill(self.pid, signal.SIGKILL)
         return self.inner.iterate(update)
-
-    def update(self):
-        self.inner.update()
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state):
-        self.inner.load_state_dict(state)
 
 
 def test_worker_lost_mid_update_raises_and_keeps_the_checkpoint(client, tmp_path):

@@ -17,10 +17,9 @@ import pytest
 
 pytest.importorskip("jax")
 
-from hf_symbolic import BatchDataset, hf_optimizer  # noqa: E402
+from hf_symbolic import hf_optimizer  # noqa: E402
 from test_training import (  # noqa: E402,F401  (lr_optimum is a fixture)
-    ALPHA, N_CASES, N_FEATURES, XOR_SIZES, XOR_X, XOR_Y, full_batch, lr_data, lr_optimum, np_cost, xor_init,
-    xor_predict,
+    ALPHA, N_CASES, N_FEATURES, XOR_SIZES, XOR_X, XOR_Y, check_xor_solved, full_batch, lr_data, lr_optimum, np_cost,
 )
 
 MODE = "JAX"
@@ -85,23 +84,7 @@ def xor_net():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_xor_network_reaches_zero_validation_error(xor_net, seed):
-    init = xor_init(seed)
-    assert (xor_predict(init) != (XOR_Y > 0.5)).any(), "the initial network must not solve XOR already"
-    for p, v in zip(xor_net.p, init):
-        p.set_value(v)
-
-    def stop_when_solved(stats):
-        if stats.validation[1] == 0.0:
-            raise StopIteration
-
-    data = BatchDataset([XOR_X, XOR_Y], 4, seed=seed)
-    valid = BatchDataset([XOR_X, XOR_Y], 4, seed=seed)
-    params = xor_net.train(data, data, num_updates=40, validation=valid, callback=stop_when_solved)
-    result = xor_net.result
-    assert result.status == "callback", f"not solved in 40 updates: {[s.validation for s in result.history]}"
-    assert result.history[-1].validation[1] == 0.0
-    assert np.array_equal(xor_predict(params), XOR_Y > 0.5)
-    assert result.best_validation[0] < result.history[0].costs[0]
+    check_xor_solved(xor_net, seed)
 
 
 def test_the_functions_are_jax_compiled():
