@@ -148,7 +148,8 @@ def compile_flags(mode=None):
     A context that appends ``-D__FAST_MATH__`` to ``gcc__cxxflags``
     (unless ``HF_SYMBOLIC_VECTOR_MATH=0``, no C compiler is configured, or the
     flag is already there) and turns on hf_symbolic's own rewrites
-    (:mod:`hf_symbolic.loops`, :mod:`hf_symbolic.layout`) for the functions
+    (:mod:`hf_symbolic.loops`, :mod:`hf_symbolic.layout`,
+    :mod:`hf_symbolic.rank_one`) for the functions
     compiled inside it. Backends that do not compile C code ignore the flag;
     the rewrites apply only when ``mode`` is None (taken as C) or runs C code
     (JAX, for one, needs the constant reshape lengths they may replace).
@@ -164,7 +165,7 @@ def compile_flags(mode=None):
     """
     import pytensor
 
-    from . import layout, loops  # noqa: F401  (layout registers its rewrites on import)
+    from . import layout, loops, rank_one  # noqa: F401  (layout and rank_one register rewrites on import)
 
     with contextlib.ExitStack() as stack:
         if _runs_c(mode):

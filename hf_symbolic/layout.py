@@ -20,16 +20,20 @@ compiles only, like :mod:`hf_symbolic.loops`.
 from __future__ import annotations
 
 import numpy as np
+import pytensor.scalar as ps
+import pytensor.tensor as pt
 from pytensor.compile import optdb
 from pytensor.graph.basic import Constant, equal_computations
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
-from pytensor.tensor.elemwise import DimShuffle
+from pytensor.graph.traversal import io_toposort
+from pytensor.scan.op import Scan
+from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.shape import Reshape, Shape_i
 from pytensor.tensor.subtensor import IncSubtensor
 
 from .loops import _WhenActive
 
-__all__ = ["flatten_moved_axis", "last_step_seed"]
+__all__ = ["flatten_moved_axis", "last_step_seed", "seed_as_initial_state"]
 
 
 def _first_length_is(fgraph, shape, x):
@@ -135,11 +139,118 @@ def _last_step_seed(fgraph, node):
     return [new]
 
 
+def _first_step_only(buf):
+    """``y`` when ``buf`` is zero except its first step, which is ``y`` (else None).
+
+    Recognised: ``inc(zeros, y)`` or ``set(zeros, y)`` at index -1, read
+    backwards (``[::-1]``), as the gradient of a loop whose cost reads its
+    last state seeds the backward loop; or at index 0 read forwards.
+    """
+    from pytensor.tensor.basic import get_underlying_scalar_constant_value
+    from pytensor.tensor.subtensor import Subtensor, get_idx_list
+
+    backwards = False
+    if buf.owner is not None and isinstance(buf.owner.op, Subtensor):
+        (idx,) = get_idx_list(buf.owner.inputs, buf.owner.op.idx_list) or (None,)
+        if not isinstance(idx, slice) or idx.start is not None or idx.stop is not None:
+            return None
+        try:
+            if int(get_underlying_scalar_constant_value(idx.step)) != -1:
+                return None
+        except Exception:
+            return None
+        backwards, buf = True, buf.owner.inputs[0]
+    if buf.owner is None or not isinstance(buf.owner.op, IncSubtensor):
+        return None
+    z, y = buf.owner.inputs[:2]
+    idx = get_idx_list(buf.owner.inputs[1:], buf.owner.op.idx_list)
+    if not _zeros(z) or len(idx) != 1 or isinstance(idx[0], slice):
+        return None
+    try:
+        where = int(get_underlying_scalar_constant_value(idx[0]))
+    except Exception:
+        return None
+    if where != (-1 if backwards else 0) or y.type.broadcastable != buf.type.broadcastable[1:]:
+        return None
+    if buf.owner.op.set_instead_of_inc:
+        return y
+    return y + np.zeros((), dtype=y.dtype)  # 0 + y, as the fill-and-add gave (-0.0 becomes +0.0)
+
+
+@node_rewriter([Scan])
+def _seed_as_initial_state(fgraph, node):
+    """A backward loop's seed as its initial state, instead of a zero buffer added into at every step.
+
+    PyTensor differentiates a ``scan`` into a loop over a buffer (a
+    "mit-mot" with taps 0 and 1) that starts as the outer gradient of every
+    state and into which each step adds its contribution:
+    ``buf[t+1] = buf[t+1] + f(buf[t])``. When the cost reads only the last
+    state, that buffer is zero but for its first step, so the fill and the
+    per-step additions of zeros are work without effect. The loop becomes a
+    plain recurrence ``s_t = f(s_{t-1})`` started at that first step (a
+    "sit-sot"), whose trace has the same layout as the buffer.
+    """
+    from pytensor.scan.utils import ScanArgs, expand_empty
+
+    from .linearize import _scan_rebuild
+
+    op = node.op
+    if op.info.as_while or not op.info.mit_mot_in_slices:
+        return None
+    args = ScanArgs.from_node(node, clone=True)
+    for k, (ins, outs) in enumerate(zip(args.mit_mot_in_slices, args.mit_mot_out_slices, strict=True)):
+        if tuple(ins) != (0, 1) or tuple(outs) != (1,):
+            continue
+        prev, seed = args.inner_in_mit_mot[k]
+        (out,) = args.inner_out_mit_mot[k]
+        if out.owner is None or not isinstance(out.owner.op, Elemwise) or not isinstance(out.owner.op.scalar_op, ps.Add):
+            continue
+        if list(out.owner.inputs).count(seed) != 1:
+            continue
+        readers = [nd for nd in io_toposort(args.inner_inputs, args.inner_outputs) if seed in nd.inputs]
+        if readers != [out.owner] or seed in args.inner_outputs:
+            continue
+        first = _first_step_only(args.outer_in_mit_mot[k])
+        if first is None:
+            continue
+        rest = [i for i in out.owner.inputs if i is not seed]
+        new_out = rest[0] if len(rest) == 1 else out.owner.op(*rest)
+        if new_out.type.broadcastable != out.type.broadcastable or new_out.dtype != out.dtype:
+            continue
+        new_out = out.type.filter_variable(new_out, allow_convert=True)
+        break
+    else:
+        return None
+    old_outer_out = args.outer_out_mit_mot[k]
+    for name in ("inner_in_mit_mot", "outer_in_mit_mot", "inner_out_mit_mot", "outer_out_mit_mot",
+                 "mit_mot_in_slices", "mit_mot_out_slices"):
+        items = list(getattr(args, name))
+        del items[k]
+        setattr(args, name, items if name.startswith(("inner", "outer")) else tuple(items))
+    args.inner_in_sit_sot.append(prev)
+    args.inner_out_sit_sot.append(new_out)
+    args.outer_in_sit_sot.append(expand_empty(pt.shape_padleft(first), args.n_steps))
+    args.outer_out_sit_sot.append(None)
+    new_outs = _scan_rebuild(node, args)
+    new_args = ScanArgs.from_node(new_outs[0].owner)
+    old_args = ScanArgs.from_node(node)
+    pairs = {}
+    for name in ("outer_out_mit_mot", "outer_out_mit_sot", "outer_out_nit_sot", "outer_out_shared"):
+        old = [o for o in getattr(old_args, name) if o is not old_outer_out]
+        pairs.update(zip(old, getattr(new_args, name), strict=True))
+    pairs.update(zip(old_args.outer_out_sit_sot, new_args.outer_out_sit_sot[:-1], strict=True))
+    pairs[old_outer_out] = new_args.outer_out_sit_sot[-1]
+    return [pairs[o] for o in node.outputs]
+
+
 flatten_moved_axis = _WhenActive(in2out(_flatten_moved_axis, ignore_newtrees=True))
 last_step_seed = _WhenActive(in2out(_last_step_seed, ignore_newtrees=True))
+seed_as_initial_state = _WhenActive(in2out(_seed_as_initial_state, ignore_newtrees=True))
 
 if "hf_symbolic_flatten_moved_axis" not in optdb:
     # before fusion and the in-place rewrites: the new views then take part in them
     optdb.register("hf_symbolic_flatten_moved_axis", flatten_moved_axis, "fast_run", position=48.9)
 if "hf_symbolic_last_step_seed" not in optdb:
     optdb.register("hf_symbolic_last_step_seed", last_step_seed, "fast_run", position=48.91)
+if "hf_symbolic_seed_as_initial_state" not in optdb:
+    optdb.register("hf_symbolic_seed_as_initial_state", seed_as_initial_state, "fast_run", position=48.92)

@@ -35,6 +35,7 @@ from pytensor.graph.basic import Constant, Variable
 from pytensor.graph.fg import FunctionGraph, Output
 from pytensor.graph.replace import clone_replace
 from pytensor.graph.rewriting.db import RewriteDatabaseQuery
+from pytensor.graph.rewriting.basic import in2out
 from pytensor.graph.traversal import ancestors, graph_inputs, io_toposort
 from pytensor.scan.op import Scan
 from pytensor.scan.utils import ScanArgs
@@ -50,6 +51,7 @@ from pytensor.tensor.basic import (
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.exceptions import NotScalarConstantError
 from pytensor.tensor.math import Dot, Sum
+from pytensor.tensor.rewriting.math import local_add_remove_zeros
 from pytensor.tensor.shape import Reshape, Shape, Shape_i, SpecifyShape
 from pytensor.tensor.subtensor import Subtensor, get_idx_list
 
@@ -196,6 +198,9 @@ def _rewrite_inner(args: ScanArgs) -> None:
     """Canonicalise a (cloned) scan inner graph in place, merging duplicated nodes."""
     inner = FunctionGraph(args.inner_inputs, args.inner_outputs + args.cond, clone=False)
     _rewrite(inner)
+    # Zero fills inlined by ``_inline_constant_seqs`` that survive
+    # canonicalisation as addends (``add`` drops them only at "specialize").
+    in2out(local_add_remove_zeros).rewrite(inner)
     _assign_inner_outputs(args, list(inner.outputs))
 
 
@@ -225,26 +230,34 @@ def _constant_fill_value(var):
 
 
 def _inline_constant_seqs(args: ScanArgs) -> bool:
-    """Replace sequences that are constant-filled arrays (e.g. the zero tangent of a data input).
+    """Replace sequences and non-sequences that are constant-filled arrays.
 
-    The inner variable becomes ``alloc(c, *step_shape)`` so that canonicalisation
-    can simplify products with it; the step shape enters as non-sequences.
+    Examples are the zero tangent of a data input (a sequence) or of an
+    initial state used as a loop invariant.  The inner variable becomes
+    ``alloc(c, *shape)`` (a sequence's step shape, a non-sequence's full
+    shape) so that canonicalisation can simplify products and sums with it;
+    the lengths enter as non-sequences.
     """
     replace = {}
-    for inner, outer in list(zip(args.inner_in_seqs, args.outer_in_seqs, strict=True)):
-        found = _constant_fill_value(outer)
-        if found is None:
-            continue
-        const, shape = found
-        dims = []
-        for d in shape[1:]:
-            dim_in = pt.scalar(dtype="int64", name="step_dim")
-            args.inner_in_non_seqs.append(dim_in)
-            args.outer_in_non_seqs.append(pt.as_tensor_variable(d).astype("int64"))
-            dims.append(dim_in)
-        filled = pt.alloc(pt.constant(const, dtype=inner.dtype), *dims)
-        filled = pt.specify_shape(filled, inner.type.shape) if inner.ndim else filled
-        replace[inner] = filled
+    groups = (
+        (args.inner_in_seqs, args.outer_in_seqs, 1),
+        (list(args.inner_in_non_seqs), list(args.outer_in_non_seqs), 0),
+    )
+    for inners, outers, skip in groups:
+        for inner, outer in zip(inners, outers, strict=True):
+            found = _constant_fill_value(outer)
+            if found is None:
+                continue
+            const, shape = found
+            dims = []
+            for d in shape[skip:]:
+                dim_in = pt.scalar(dtype="int64", name="step_dim")
+                args.inner_in_non_seqs.append(dim_in)
+                args.outer_in_non_seqs.append(pt.as_tensor_variable(d).astype("int64"))
+                dims.append(dim_in)
+            filled = pt.alloc(pt.constant(const, dtype=inner.dtype), *dims)
+            filled = pt.specify_shape(filled, inner.type.shape) if inner.ndim else filled
+            replace[inner] = filled
     if not replace:
         return False
     new_outs = clone_replace(args.inner_outputs + args.cond, replace=replace)
@@ -627,8 +640,16 @@ def _outer_for(var, args: ScanArgs):
     return None, False
 
 
-def _push_out_seq_dots(fgraph: FunctionGraph) -> bool:
-    """Move ``dot(seq_t, W)`` / ``dot(W, seq_t)`` out of scans as one product over all steps."""
+def _push_out_seq_dots(fgraph: FunctionGraph, varying=()) -> bool:
+    """Move ``dot(seq_t, W)`` / ``dot(W, seq_t)`` out of scans as one product over all steps.
+
+    Several ``dot(S_t, W)`` added together in the loop body, whose sequences
+    ``S`` do not depend on ``varying``, become one product
+    ``concatenate([S1, S2, ...], -1) @ concatenate([W1, W2, ...], 0)``: one
+    sequence read per step instead of one per term, and the side-by-side
+    sequences are a residual (e.g. the previous states and the inputs of an
+    RNN's tangent pass).
+    """
     changed = False
     for node in list(fgraph.toposort()):
         if not isinstance(node.op, Scan) or node not in fgraph.apply_nodes:
@@ -637,7 +658,12 @@ def _push_out_seq_dots(fgraph: FunctionGraph) -> bool:
             continue
         args = ScanArgs.from_node(node, clone=True)
         n_steps = args.n_steps
+        inner_clients = {}
+        for nd in _inner_toposort(args):
+            for i in nd.inputs:
+                inner_clients.setdefault(i, []).append(nd)
         targets = []
+        seq_first = {}  # inner dot output -> (outer sequence, outer matrix)
         for nd in _inner_toposort(args):
             if not isinstance(nd.op, Dot):
                 continue
@@ -648,6 +674,8 @@ def _push_out_seq_dots(fgraph: FunctionGraph) -> bool:
             if sa:
                 oa = oa[:n_steps]
                 outer = pt.tensordot(oa, ob, axes=[[oa.ndim - 1], [0]])
+                if a.ndim == 2 and b.ndim == 2:
+                    seq_first[nd.outputs[0]] = (oa, ob)
             else:
                 ob = ob[:n_steps]
                 # dot(a, b_t) = (b_t^T a^T)^T, computed for all steps at once
@@ -667,15 +695,58 @@ def _push_out_seq_dots(fgraph: FunctionGraph) -> bool:
         if not targets:
             continue
         replace = {}
+        # sums of dot(S_t, W) terms: one product with the sequences side by side
+        for add_node in _inner_toposort(args):
+            if not (
+                isinstance(add_node.op, Elemwise) and isinstance(add_node.op.scalar_op, ps.Add)
+            ):
+                continue
+            terms = [
+                t
+                for t in dict.fromkeys(add_node.inputs)
+                if t in seq_first
+                and t not in replace
+                and t.type == add_node.outputs[0].type
+                and [c is add_node for c in inner_clients.get(t, [])] == [True]
+                and list(add_node.inputs).count(t) == 1
+                and not _depends_on(seq_first[t][0], varying)
+            ]
+            if len(terms) < 2 or len({seq_first[t][0].dtype for t in terms}) != 1:
+                continue
+            seqs = pt.concatenate([seq_first[t][0] for t in terms], axis=2)
+            mats = pt.concatenate([seq_first[t][1] for t in terms], axis=0)
+            outer = pt.tensordot(seqs, mats, axes=[[2], [0]])
+            new_in = terms[0].type()
+            new_in.name = "seqdot[t]"
+            rest = [i for i in add_node.inputs if i not in terms]
+            out = add_node.outputs[0]
+            summed = pt.add(new_in, *rest) if rest else new_in
+            replace[out] = pt.specify_shape(summed.astype(out.dtype), out.type.shape)
+            for t in terms:
+                replace[t] = None
+            args.inner_in_seqs.insert(0, new_in)
+            args.outer_in_seqs.insert(
+                0, pt.specify_shape(outer, (None, *out.type.shape)).astype(out.dtype)
+            )
         for inner_var, outer in targets:
+            if inner_var in replace:
+                continue
             new_in = inner_var.type()
             new_in.name = "seqdot[t]"
             replace[inner_var] = new_in
             args.inner_in_seqs.insert(0, new_in)
             args.outer_in_seqs.insert(0, outer)
+        replace = {k: v for k, v in replace.items() if v is not None}
         old_outs = args.inner_outputs
         new_outs = clone_replace(old_outs, replace=replace)
         _assign_inner_outputs(args, new_outs)
+        used = set(ancestors(args.inner_outputs + args.cond))
+        args.inner_in_seqs, args.outer_in_seqs = _keep_used(
+            args.inner_in_seqs, args.outer_in_seqs, used
+        )
+        args.inner_in_non_seqs, args.outer_in_non_seqs = _keep_used(
+            args.inner_in_non_seqs, args.outer_in_non_seqs, used
+        )
         new_outer = _scan_rebuild(node, args)
         fgraph.replace_all(
             list(zip(node.outputs, new_outer, strict=True)), reason="hf_push_out_dot"
@@ -740,8 +811,72 @@ def _untranspose_steps(var):
     return None
 
 
-def _push_out_accumulators(fgraph: FunctionGraph) -> bool:
-    """Turn ``acc_t = acc_{t-1} + dot(P_t, Q_t)`` (only ``acc_T`` used) into one product outside."""
+def _left_factor(part, get):
+    """X (steps, rows, M) with the part's value = sum over steps of X_t^T Q_t, or None."""
+    if part[0] == "dotT":
+        return get(part[1])
+    if part[0] == "dot":
+        return _untranspose_steps(get(part[1]))
+    return None
+
+
+def _group_shared_factor(plans, get, varying) -> dict:
+    """Values of accumulator parts computed together: {(plan k, part j): value}.
+
+    Parts ``sum_t X_t^T Q_t`` (``X`` independent of ``varying``) and
+    ``sum_t sum_rows Q_t`` that share the trace ``Q`` become one product
+    ``concatenate([X1, X2, ..., ones], axis=1)^T Q`` whose row blocks are
+    the parts' values.
+    """
+    groups = {}
+    for k, parts, _ in plans:
+        for j, part in enumerate(parts):
+            if part[0] in ("dotT", "dot"):
+                X = _left_factor(part, get)
+                if X is None or X.ndim != 3 or _depends_on(X, varying):
+                    continue
+                groups.setdefault(part[2], []).append((k, j, X))
+            elif part[0] == "sum" and part[2] == (0,):
+                groups.setdefault(part[1], []).append((k, j, None))
+    values = {}
+    for key, members in groups.items():
+        lefts = [X for _, _, X in members if X is not None]
+        if not lefts or len(members) < 2:
+            continue
+        Q = get(key)
+        if Q.ndim != 3 or any(X.dtype != Q.dtype for X in lefts):
+            continue
+        rows = Q.shape[0] * Q.shape[1]
+        blocks = [X.reshape((rows, X.shape[2])) for X in lefts]
+        if any(X is None for _, _, X in members):
+            blocks.append(pt.ones((rows, 1), dtype=Q.dtype))
+        together = pt.concatenate(blocks, axis=1)
+        product = pt.dot(together.T, Q.reshape((rows, Q.shape[2])))
+        start = 0
+        for k, j, X in members:
+            if X is None:
+                values[(k, j)] = product[-1]
+            else:
+                stop = start + X.shape[2]
+                values[(k, j)] = product[start:stop]
+                start = stop
+    return values
+
+
+def _depends_on(var, varying) -> bool:
+    return bool(set(varying) & set(graph_inputs([var])))
+
+
+def _push_out_accumulators(fgraph: FunctionGraph, varying=()) -> bool:
+    """Turn ``acc_t = acc_{t-1} + dot(P_t, Q_t)`` (only ``acc_T`` used) into one product outside.
+
+    Accumulated products that share the factor ``Q`` and whose other
+    factors do not depend on ``varying`` become one product
+    ``[P1 P2 ... 1]^T Q`` (sums of ``Q`` over its rows are the column of
+    ones): ``Q``, typically a backward pass's error trace, is read once, and
+    the side-by-side factors are a residual (stored once per update, in the
+    order the product reads them).
+    """
     changed = False
     for node in list(fgraph.toposort()):
         if not isinstance(node.op, Scan) or node not in fgraph.apply_nodes:
@@ -785,12 +920,15 @@ def _push_out_accumulators(fgraph: FunctionGraph) -> bool:
             continue
         emit = []  # inner variables to emit as new nit-sot traces
         emit_index = {}
+        outer_traces = {}
 
         def trace(var):
             """Outer (n_steps, ...) trace of an inner variable."""
             outer, is_seq = _outer_for(var, args)
             if outer is not None and is_seq:
-                return ("outer", outer[:n_steps])
+                if var not in outer_traces:
+                    outer_traces[var] = ("outer", outer[:n_steps])
+                return outer_traces[var]
             if var not in emit_index:
                 emit_index[var] = len(emit)
                 emit.append(var)
@@ -869,11 +1007,14 @@ def _push_out_accumulators(fgraph: FunctionGraph) -> bool:
             replacements.append((a, b))
         for a, b in zip(old_args.outer_out_shared, new_args.outer_out_shared, strict=True):
             replacements.append((a, b))
+        grouped = _group_shared_factor(plans, get, varying)
         for k, parts, finals in plans:
             init = old_sitsot_outer_in[k][0]
             total = init
-            for part in parts:
-                if part[0] == "dotT":
+            for j, part in enumerate(parts):
+                if (k, j) in grouped:
+                    val = grouped[(k, j)]
+                elif part[0] == "dotT":
                     P, Q = get(part[1]), get(part[2])  # P: (T, K, M), Q: (T, K, N)
                     val = pt.dot(
                         P.reshape((-1, P.shape[2])).T, Q.reshape((-1, Q.shape[2]))
@@ -1125,11 +1266,14 @@ def partial_eval(
             _rewrite(fgraph)
     if rewrite and push_out:
         for _ in range(10):
-            a = _push_out_seq_dots(fgraph)
-            b = _push_out_accumulators(fgraph)
+            a = _push_out_seq_dots(fgraph, vary)
+            b = _push_out_accumulators(fgraph, vary)
             if not (a or b):
                 break
             _rewrite(fgraph)
+        # Pushing products out can leave constant fills as loop invariants.
+        _canonicalize_scans(fgraph)
+        _rewrite(fgraph)
 
     if recompute_cheap:
         _fills_to_allocs(fgraph)

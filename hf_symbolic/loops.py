@@ -15,7 +15,8 @@ pass.
 :class:`RowElemwise` is an ``Elemwise`` whose C code tries a third loop
 first: when every array is C-contiguous at run time and every input is, by
 its static broadcast pattern, either shaped like the output, a row (broadcast
-on every axis but the last, like a bias ``b[None, :]``) or a scalar, it runs
+on every axis but the last, like a bias ``b[None, :]``), a column (broadcast
+on the last axis only, like ``x[:, None]``) or a scalar, it runs
 ``for row: for column:`` with unit strides written into the code, which GCC
 vectorizes (``#pragma GCC ivdep``: the only aliasing an elementwise op allows
 is an output written in place of an input at the same index). Otherwise the
@@ -44,7 +45,7 @@ from pytensor.tensor.elemwise import Elemwise
 
 __all__ = ["RowElemwise", "active", "enabled", "row_elemwise_rewriter"]
 
-VERSION = 1  # part of the compile cache key: change it with the generated code
+VERSION = 2  # part of the compile cache key: change it with the generated code
 
 _state = threading.local()
 
@@ -70,7 +71,11 @@ def _is_active() -> bool:
 
 
 def _plan(node):
-    """Per unique input ``"full"``, ``"row"`` or ``"scalar"``; None when the row loop does not apply."""
+    """Per unique input ``"full"``, ``"row"``, ``"col"`` or ``"scalar"``; None when the row loop does not apply.
+
+    A ``"col"`` input is shaped like the output except for a last axis of
+    length 1 (``x[:, None]``): one value per row.
+    """
     out = node.outputs[0]
     nd = out.ndim
     if nd < 1 or out.type.broadcastable[-1] or any(o.ndim != nd for o in node.outputs):
@@ -89,6 +94,8 @@ def _plan(node):
             kinds.append("scalar")
         elif all(bc[:-1]) and not bc[-1]:
             kinds.append("row")
+        elif bc[-1] and bc[:-1] == out.type.broadcastable[:-1]:
+            kinds.append("col")
         else:
             return None
     if "full" not in kinds and "row" not in kinds:
@@ -146,7 +153,7 @@ class RowElemwise(Elemwise):
         ref = onames[0]
         arrays = [n for n, k in zip(names, kinds) if k != "scalar"] + list(onames)
         cond = " && ".join(f"PyArray_IS_C_CONTIGUOUS({a})" for a in arrays)
-        has_row = "row" in kinds
+        has_row = "row" in kinds or "col" in kinds
 
         head = [f"npy_intp {nodename}_n = PyArray_SIZE({ref});"]
         if has_row:
@@ -163,6 +170,8 @@ class RowElemwise(Elemwise):
                 elems.append(f"dtype_{name}& {name}_i = {name}_row[{nodename}_c];")
             elif kind == "row":
                 elems.append(f"dtype_{name}& {name}_i = {name}_base[{nodename}_c];")
+            elif kind == "col":
+                row_ptrs.append(f"dtype_{name}& {name}_i = {name}_base[{nodename}_r];")
             else:
                 elems.append(f"dtype_{name}& {name}_i = {name}_base[0];")
         defines, undefs = "", ""

@@ -126,3 +126,70 @@ def test_last_step_seed_needs_zeros_and_the_last_index(value, index):
     want = np.zeros((5, 3, 2))
     want[1:] += b
     np.testing.assert_array_equal(fast(4, yv), want * 2)
+
+
+def _rnn_on_seed(every_step):
+    """float64 tanh RNN with an explicit initial state; cost on the last state or on every state."""
+    rng = np.random.default_rng(11)
+    H = 6
+    W = pytensor.shared(rng.standard_normal((H, H)) * 0.4, name="W")
+    U = pytensor.shared(rng.standard_normal((2, H)) * 0.4, name="U")
+    x, h0, y = pt.tensor3("x"), pt.matrix("h0"), pt.matrix("y")
+    h = pytensor.scan(lambda x_t, h: pt.tanh(pt.dot(x_t, U) + pt.dot(h, W)), sequences=[x],
+                      outputs_info=[h0], return_updates=False)
+    cost = pt.sum((h.sum(0) if every_step else h[-1]) * y) + pt.sum(h[-1] ** 2)
+    grads = pytensor.grad(cost, [W, U, h0])
+    data = [rng.standard_normal((8, 5, 2)), rng.standard_normal((5, H)), rng.standard_normal((5, H))]
+    return [x, h0, y], cost, grads, data
+
+
+def _mit_mot_scans(f):
+    from pytensor.scan.op import Scan
+
+    return [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, Scan) and n.op.info.mit_mot_in_slices]
+
+
+@needs_cxx
+@pytest.mark.parametrize("every_step", [False, True])
+def test_backward_loop_starts_from_its_seed(every_step):
+    ins, cost, grads, data = _rnn_on_seed(every_step)
+    fast = _compile(ins, grads, True)
+    assert _mit_mot_scans(_compile(ins, grads, False))
+    # a cost on the last state only: the buffer is zero but for its first step
+    assert bool(_mit_mot_scans(fast)) == every_step
+    # reference: the same graph compiled without hf_symbolic's rewrites (PyTensor 3.0.7's
+    # FAST_COMPILE mode differentiates the every-step cost wrongly: it disagrees with
+    # central differences, FAST_RUN and NUMBA agree with them)
+    reference = _compile(ins, grads, False)(*data)
+    got = fast(*data)
+    for g, want in zip(got, reference, strict=True):  # the h0 gradient reads the whole trace's end
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-13)
+    cost = _compile(ins, cost, False)
+    eps = 1e-6
+    for j in range(3):
+        d = np.zeros_like(data[1])
+        d[0, j] = eps
+        numeric = (cost(data[0], data[1] + d, data[2]) - cost(data[0], data[1] - d, data[2])) / (2 * eps)
+        assert abs(got[2][0, j] - numeric) <= 1e-6 * max(1.0, abs(numeric))
+
+
+@needs_cxx
+def test_outer_products_are_elementwise_and_exact():
+    from pytensor.tensor.blas import Dot22, Gemm
+    from pytensor.tensor.math import Dot
+
+    a, b = pt.matrix("a", shape=(None, 1)), pt.matrix("b")
+    c = pt.matrix("c")
+    out = [pt.dot(a, b), pt.dot(c, b)]  # only the first contracts a length-1 axis
+
+    def products(f):
+        return [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, (Dot, Dot22, Gemm))]
+
+    fast, plain = _compile([a, b, c], out, True), _compile([a, b, c], out, False)
+    assert len(products(plain)) == 2 and len(products(fast)) == 1
+    av, bv, cv = _data((7, 1), 8), _data((1, 5), 9), _data((4, 1), 10)
+    got = fast(av, bv, cv)
+    np.testing.assert_array_equal(got[0], np.multiply.outer(av[:, 0], bv[0]))
+    np.testing.assert_array_equal(got[1], plain(av, bv, cv)[1])
+    with pytest.raises((AssertionError, ValueError), match="shape"):
+        fast(av, _data((2, 5), 11), cv)  # the length-1 axis is still checked

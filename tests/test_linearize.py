@@ -14,6 +14,7 @@ import pytest
 from pytensor.gradient import disconnected_grad, grad, pullback, pushforward
 from pytensor.graph.traversal import ancestors, graph_inputs
 from pytensor.scan.op import Scan
+from pytensor.scan.utils import ScanArgs
 from pytensor.tensor.special import log_softmax
 
 from hf_symbolic.errors import ModelSpecError
@@ -182,6 +183,37 @@ def test_rnn_output_at_last_step(use_op_pushforward):
         for v in out_vars
     )
     assert scans_of(pe.residuals)
+
+
+def test_rnn_products_that_share_a_factor_are_one_product():
+    """``[h_prev x] @ [V_hh; V_in]`` forward, ``[h x 1]^T delta`` backward, each one GEMM."""
+    rng = np.random.default_rng(14)
+    n_in, n_hid = 2, 5
+    x, y = pt.tensor3("x"), pt.matrix("y")
+    params, _, _, s = rnn(rng, n_in, n_hid, 1, x)
+    cost = pt.mean(pt.sum(pt.softplus(s) - y * s, axis=1))
+    vs, v_vals = directions(params, 15)
+    gv = gn_product(s, cost, params, vs)
+    xv = rng.standard_normal((6, 4, n_in))
+    data = [xv, (xv[0, :, :1] > 0).astype(float)]
+    want, got, pe = evaluate(gv, vs, [x, y], data, v_vals)
+    assert_close(got, want)
+    f_res = pytensor.function([x, y], list(pe.residuals), mode=MODE, on_unused_input="ignore")
+    widths = sorted(np.shape(r)[1] for r in f_res(*data) if np.ndim(r) == 2 and np.shape(r)[0] == 24)
+    # side by side, over all 6 x 4 (step, sequence) rows: forward and backward factors
+    assert n_hid + n_in in widths and n_hid + n_in + 1 in widths, widths
+    nodes = {v.owner for v in ancestors(list(pe.outputs)) if v.owner is not None}
+    # the bias gradient is the ones column of the backward product, not a sum of the error trace
+    sums = [n for n in nodes if type(n.op).__name__ == "Sum" and n.inputs[0].ndim == 3]
+    assert not sums
+    # one tangent input sequence per step (not x_t @ V_in and h_{t-1} @ V_hh apart)
+    (tangent,) = [n for n in scans_of(pe.outputs) if n.op.name.startswith("rop")]
+    seqs = [i for i in ScanArgs.from_node(tangent).outer_in_seqs if set(vs) & set(graph_inputs([i]))]
+    assert len(seqs) == 1
+    # the zero tangent of the initial state is not a loop invariant array
+    for node in scans_of(pe.outputs):
+        for ns in ScanArgs.from_node(node).outer_in_non_seqs:
+            assert not (ns.owner and type(ns.owner.op).__name__ == "Alloc"), ns
 
 
 def test_rnn_outputs_at_every_step_and_structural_damping():

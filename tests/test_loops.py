@@ -2,7 +2,7 @@
 
 Compiled without vector math, its results must equal PyTensor's own loop bit
 for bit (same scalar code, same order of operations per element), on every
-layout: contiguous, row-broadcast, scalar, in place, Fortran-ordered,
+layout: contiguous, row- and column-broadcast, scalar, in place, Fortran-ordered,
 strided, empty. The fast loop runs only when its conditions hold; otherwise
 PyTensor's loop runs.
 """
@@ -104,12 +104,39 @@ def test_in_place_output(monkeypatch):
 
 
 @needs_cxx
-def test_column_broadcast_keeps_pytensors_loop(monkeypatch):
-    x, c = pt.matrix("x"), pt.col("c")
-    f = _compile([x, c], pt.tanh(x + c), True, monkeypatch)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_column_operands_bit_identical(dtype, monkeypatch):
+    # one value per row: an outer product x[:, None] * b[None, :], a column plus a full matrix
+    x, c = pt.matrix("x", dtype=dtype), pt.col("c", dtype=dtype)
+    b = pt.vector("b", dtype=dtype)
+    t, c3 = pt.tensor3("t", dtype=dtype), pt.tensor3("c3", dtype=dtype, shape=(None, None, 1))
+    out = [c * b, pt.tanh(x + c) * b, x * c + c * b, t * c3 + b]
+    fast, plain = _pair([x, c, b, t, c3], out, monkeypatch)
+    assert len(_row_nodes(fast)) >= 2
+    rng = np.random.default_rng(5)
+    xv = rng.standard_normal((13, 11)).astype(dtype)
+    cv = rng.standard_normal((13, 1)).astype(dtype)
+    bv = rng.standard_normal(11).astype(dtype)
+    tv = rng.standard_normal((3, 4, 11)).astype(dtype)
+    c3v = rng.standard_normal((3, 4, 1)).astype(dtype)
+    cv[0, 0], xv[1, 2] = np.nan, -0.0
+    for got, want in zip(fast(xv, cv, bv, tv, c3v), plain(xv, cv, bv, tv, c3v)):
+        _same(got, want)
+    # a strided column is not contiguous: PyTensor's loop runs, same results
+    wide = rng.standard_normal((13, 3)).astype(dtype)
+    args = (xv, wide[:, 1:2], bv, tv, c3v)
+    for got, want in zip(fast(*args), plain(*args)):
+        _same(got, want)
+    np.testing.assert_allclose(fast(*args)[0], wide[:, 1:2] * bv, rtol=0)
+
+
+@needs_cxx
+def test_middle_axis_broadcast_keeps_pytensors_loop(monkeypatch):
+    t, m = pt.tensor3("t"), pt.tensor3("m", shape=(None, 1, None))
+    f = _compile([t, m], pt.tanh(t + m), True, monkeypatch)
     assert not _row_nodes(f)
-    xv, cv = np.ones((3, 4)), np.arange(3.0)[:, None]
-    np.testing.assert_allclose(f(xv, cv), np.tanh(xv + cv))
+    tv, mv = np.ones((2, 3, 4)), np.arange(8.0).reshape(2, 1, 4)
+    np.testing.assert_allclose(f(tv, mv), np.tanh(tv + mv))
 
 
 @needs_cxx
