@@ -640,6 +640,10 @@ def _outer_for(var, args: ScanArgs):
     return None, False
 
 
+def _depends_on(var, varying) -> bool:
+    return bool(set(varying) & set(graph_inputs([var])))
+
+
 def _push_out_seq_dots(fgraph: FunctionGraph, varying=()) -> bool:
     """Move ``dot(seq_t, W)`` / ``dot(W, seq_t)`` out of scans as one product over all steps.
 
@@ -861,10 +865,6 @@ def _group_shared_factor(plans, get, varying) -> dict:
                 values[(k, j)] = product[start:stop]
                 start = stop
     return values
-
-
-def _depends_on(var, varying) -> bool:
-    return bool(set(varying) & set(graph_inputs([var])))
 
 
 def _push_out_accumulators(fgraph: FunctionGraph, varying=()) -> bool:
