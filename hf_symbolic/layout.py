@@ -147,43 +147,62 @@ def _last_step_seed(fgraph, node):
     return [new]
 
 
+def _last_only(a):
+    """``y`` when ``a`` is zero except its last entry along the first axis, which is ``y`` (else None).
+
+    Recognised: ``inc(zeros, y)`` or ``set(zeros, y)`` at index -1, and
+    ``inc(zeros[k:], b)`` (or ``set``) with ``b`` itself of that kind, the
+    nest PyTensor's gradient of a loop's last state builds.
+    """
+    from pytensor.tensor.basic import get_underlying_scalar_constant_value
+    from pytensor.tensor.subtensor import get_idx_list
+
+    if a.owner is None or not isinstance(a.owner.op, IncSubtensor):
+        return None
+    z, y = a.owner.inputs[:2]
+    idx = get_idx_list(a.owner.inputs[1:], a.owner.op.idx_list)
+    if not _zeros(z) or len(idx) != 1:
+        return None
+    if isinstance(idx[0], slice):  # a tail a[k:] = b: the last entry is b's last entry
+        if idx[0].stop is not None or idx[0].step is not None or y.type.broadcastable != a.type.broadcastable:
+            return None
+        inner = _last_only(y)
+        if inner is None or a.owner.op.set_instead_of_inc:
+            return inner
+        return inner + np.zeros((), dtype=inner.dtype)  # 0 + b[-1], as the add gave
+    try:
+        if int(get_underlying_scalar_constant_value(idx[0])) != -1:
+            return None
+    except Exception:
+        return None
+    if y.type.broadcastable != a.type.broadcastable[1:]:
+        return None
+    if a.owner.op.set_instead_of_inc:
+        return y
+    return y + np.zeros((), dtype=y.dtype)  # 0 + y, as the fill-and-add gave (-0.0 becomes +0.0)
+
+
 def _first_step_only(buf):
     """``y`` when ``buf`` is zero except its first step, which is ``y`` (else None).
 
-    Recognised: ``inc(zeros, y)`` or ``set(zeros, y)`` at index -1, read
-    backwards (``[::-1]``), as the gradient of a loop whose cost reads its
-    last state seeds the backward loop; or at index 0 read forwards.
+    Recognised: :func:`_last_only` read backwards (``[::-1]``), as the
+    gradient of a loop whose cost reads its last state seeds the backward loop.
     """
     from pytensor.tensor.basic import get_underlying_scalar_constant_value
     from pytensor.tensor.subtensor import Subtensor, get_idx_list
 
-    backwards = False
-    if buf.owner is not None and isinstance(buf.owner.op, Subtensor):
-        idxs = get_idx_list(buf.owner.inputs, buf.owner.op.idx_list)
-        idx = idxs[0] if len(idxs) == 1 else None
-        if not isinstance(idx, slice) or idx.start is not None or idx.stop is not None:
-            return None
-        try:
-            if int(get_underlying_scalar_constant_value(idx.step)) != -1:
-                return None
-        except Exception:
-            return None
-        backwards, buf = True, buf.owner.inputs[0]
-    if buf.owner is None or not isinstance(buf.owner.op, IncSubtensor):
+    if buf.owner is None or not isinstance(buf.owner.op, Subtensor):
         return None
-    z, y = buf.owner.inputs[:2]
-    idx = get_idx_list(buf.owner.inputs[1:], buf.owner.op.idx_list)
-    if not _zeros(z) or len(idx) != 1 or isinstance(idx[0], slice):
+    idxs = get_idx_list(buf.owner.inputs, buf.owner.op.idx_list)
+    idx = idxs[0] if len(idxs) == 1 else None
+    if not isinstance(idx, slice) or idx.start is not None or idx.stop is not None:
         return None
     try:
-        where = int(get_underlying_scalar_constant_value(idx[0]))
+        if int(get_underlying_scalar_constant_value(idx.step)) != -1:
+            return None
     except Exception:
         return None
-    if where != (-1 if backwards else 0) or y.type.broadcastable != buf.type.broadcastable[1:]:
-        return None
-    if buf.owner.op.set_instead_of_inc:
-        return y
-    return y + np.zeros((), dtype=y.dtype)  # 0 + y, as the fill-and-add gave (-0.0 becomes +0.0)
+    return _last_only(buf.owner.inputs[0])
 
 
 @node_rewriter([Scan])
@@ -262,4 +281,5 @@ if "hf_symbolic_flatten_moved_axis" not in optdb:
 if "hf_symbolic_last_step_seed" not in optdb:
     optdb.register("hf_symbolic_last_step_seed", last_step_seed, "fast_run", position=48.91)
 if "hf_symbolic_seed_as_initial_state" not in optdb:
-    optdb.register("hf_symbolic_seed_as_initial_state", seed_as_initial_state, "fast_run", position=48.92)
+    # before scan_eqopt2 (1.6), whose trace reductions then see the new recurrence
+    optdb.register("hf_symbolic_seed_as_initial_state", seed_as_initial_state, "fast_run", position=1.55)
