@@ -35,9 +35,11 @@ from pytensor.graph.basic import Constant, equal_computations
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.graph.traversal import io_toposort
 from pytensor.scan.op import Scan
+from pytensor.tensor.basic import Alloc, get_underlying_scalar_constant_value
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
+from pytensor.tensor.exceptions import NotScalarConstantError
 from pytensor.tensor.shape import Reshape, Shape_i
-from pytensor.tensor.subtensor import IncSubtensor
+from pytensor.tensor.subtensor import IncSubtensor, Subtensor, get_idx_list
 
 from .loops import _WhenActive
 
@@ -78,8 +80,6 @@ def _flatten_moved_axis(fgraph, node):
         return None
     if not _first_length_is(fgraph, shape, x):
         return None
-    import pytensor.tensor as pt
-
     if all(d is not None for d in x.type.shape):  # constant lengths (JAX traces only those)
         target = (int(np.prod(x.type.shape[:-1])), int(x.type.shape[-1]))
     else:
@@ -92,9 +92,6 @@ def _flatten_moved_axis(fgraph, node):
 
 def _zeros(var) -> bool:
     """True when ``var`` is ``alloc(0, ...)``."""
-    from pytensor.tensor.basic import Alloc, get_underlying_scalar_constant_value
-    from pytensor.tensor.exceptions import NotScalarConstantError
-
     if var.owner is None or not isinstance(var.owner.op, Alloc):
         return False
     try:
@@ -105,46 +102,35 @@ def _zeros(var) -> bool:
 
 @node_rewriter([IncSubtensor])
 def _last_step_seed(fgraph, node):
-    """``inc(zeros_a[k:], inc(zeros_b[-1], y))`` -> ``inc(zeros_a[-1], y)``.
+    """``inc(zeros_a[k:], inc(zeros_b[-1], y))`` -> ``set(zeros_a[-1], 0 + (0 + y))``.
 
     The gradient of a ``scan`` whose cost reads only its last state starts its
     backward loop from such a nest: a zero tensor for all steps, its last step
     set, added into a second zero tensor one step longer. Both are as large as
     the hidden states (40 MB for T=100, 1000 sequences, 100 float32 units),
     so the nest cost two fills and a full add per gradient and per product.
-    The replacement is one fill and a write of the last step; values are equal
-    (``0 + (0 + y) == 0 + y`` in IEEE arithmetic, signed zeros included).
+    The replacement is one fill and a write of the last step, whose value
+    :func:`_last_only` reads off the nest with the nest's own additions of
+    zero (so signed zeros come out as before).
     """
-    from pytensor.tensor.subtensor import get_idx_list
-
-    a, x = node.inputs[:2]
-    if not _zeros(a) or x.owner is None or not isinstance(x.owner.op, IncSubtensor):
+    idx = get_idx_list(node.inputs[1:], node.op.idx_list)  # (skips the value: indices follow it)
+    if len(idx) != 1 or not isinstance(idx[0], slice):  # the nest writes a tail a[k:]
         return None
-    b, y = x.owner.inputs[:2]
-    if not _zeros(b) or x.type.broadcastable != a.type.broadcastable:
+    last = _last_only(node.outputs[0])
+    if last is None:
         return None
-    outer = get_idx_list(node.inputs[1:], node.op.idx_list)  # (skips the value: indices follow it)
-    inner = get_idx_list(x.owner.inputs[1:], x.owner.op.idx_list)
-    if len(outer) != 1 or not isinstance(outer[0], slice) or outer[0].stop is not None or outer[0].step is not None:
-        return None
-    if len(inner) != 1 or isinstance(inner[0], slice):
-        return None
-    try:
-        from pytensor.tensor.basic import get_underlying_scalar_constant_value
-
-        if int(get_underlying_scalar_constant_value(inner[0])) != -1:
-            return None
-    except Exception:
-        return None
-    import pytensor.tensor as pt
-
-    if node.op.set_instead_of_inc and x.owner.op.set_instead_of_inc:
-        new = pt.set_subtensor(a[-1], y)
-    else:
-        new = pt.inc_subtensor(a[-1], y)
+    new = pt.set_subtensor(node.inputs[0][-1], last)
     if new.type.dtype != node.outputs[0].type.dtype or not node.outputs[0].type.is_super(new.type):
         return None
     return [new]
+
+
+def _constant_int(var):
+    """The value of a constant integer (index) variable, else None."""
+    try:
+        return int(get_underlying_scalar_constant_value(var))
+    except Exception:
+        return None
 
 
 def _last_only(a):
@@ -154,9 +140,6 @@ def _last_only(a):
     ``inc(zeros[k:], b)`` (or ``set``) with ``b`` itself of that kind, the
     nest PyTensor's gradient of a loop's last state builds.
     """
-    from pytensor.tensor.basic import get_underlying_scalar_constant_value
-    from pytensor.tensor.subtensor import get_idx_list
-
     if a.owner is None or not isinstance(a.owner.op, IncSubtensor):
         return None
     z, y = a.owner.inputs[:2]
@@ -170,12 +153,7 @@ def _last_only(a):
         if inner is None or a.owner.op.set_instead_of_inc:
             return inner
         return inner + np.zeros((), dtype=inner.dtype)  # 0 + b[-1], as the add gave
-    try:
-        if int(get_underlying_scalar_constant_value(idx[0])) != -1:
-            return None
-    except Exception:
-        return None
-    if y.type.broadcastable != a.type.broadcastable[1:]:
+    if _constant_int(idx[0]) != -1 or y.type.broadcastable != a.type.broadcastable[1:]:
         return None
     if a.owner.op.set_instead_of_inc:
         return y
@@ -188,19 +166,11 @@ def _first_step_only(buf):
     Recognised: :func:`_last_only` read backwards (``[::-1]``), as the
     gradient of a loop whose cost reads its last state seeds the backward loop.
     """
-    from pytensor.tensor.basic import get_underlying_scalar_constant_value
-    from pytensor.tensor.subtensor import Subtensor, get_idx_list
-
     if buf.owner is None or not isinstance(buf.owner.op, Subtensor):
         return None
     idxs = get_idx_list(buf.owner.inputs, buf.owner.op.idx_list)
     idx = idxs[0] if len(idxs) == 1 else None
-    if not isinstance(idx, slice) or idx.start is not None or idx.stop is not None:
-        return None
-    try:
-        if int(get_underlying_scalar_constant_value(idx.step)) != -1:
-            return None
-    except Exception:
+    if not isinstance(idx, slice) or idx.start is not None or idx.stop is not None or _constant_int(idx.step) != -1:
         return None
     return _last_only(buf.owner.inputs[0])
 

@@ -262,13 +262,7 @@ def _inline_constant_seqs(args: ScanArgs) -> bool:
         return False
     new_outs = clone_replace(args.inner_outputs + args.cond, replace=replace)
     _assign_inner_outputs(args, new_outs)
-    used = set(ancestors(args.inner_outputs + args.cond))
-    args.inner_in_seqs, args.outer_in_seqs = _keep_used(
-        args.inner_in_seqs, args.outer_in_seqs, used
-    )
-    args.inner_in_non_seqs, args.outer_in_non_seqs = _keep_used(
-        args.inner_in_non_seqs, args.outer_in_non_seqs, used
-    )
+    _drop_unused_inputs(args)
     return True
 
 
@@ -625,6 +619,24 @@ def _keep_used(inner: list, outer: list, used: set):
     return [i for i, _ in keep], [o for _, o in keep]
 
 
+def _drop_unused_inputs(args: ScanArgs) -> None:
+    """Remove the sequences and non-sequences the inner graph no longer reads."""
+    used = set(ancestors(args.inner_outputs + args.cond))
+    args.inner_in_seqs, args.outer_in_seqs = _keep_used(args.inner_in_seqs, args.outer_in_seqs, used)
+    args.inner_in_non_seqs, args.outer_in_non_seqs = _keep_used(
+        args.inner_in_non_seqs, args.outer_in_non_seqs, used
+    )
+
+
+def _inner_clients(args: ScanArgs) -> dict:
+    """Inner variable -> the inner nodes that read it."""
+    clients = {}
+    for nd in _inner_toposort(args):
+        for i in nd.inputs:
+            clients.setdefault(i, []).append(nd)
+    return clients
+
+
 # ---------------------------------------------------------------------------
 # moving products out of the time loop
 
@@ -662,10 +674,7 @@ def _push_out_seq_dots(fgraph: FunctionGraph, varying=()) -> bool:
             continue
         args = ScanArgs.from_node(node, clone=True)
         n_steps = args.n_steps
-        inner_clients = {}
-        for nd in _inner_toposort(args):
-            for i in nd.inputs:
-                inner_clients.setdefault(i, []).append(nd)
+        inner_clients = _inner_clients(args)
         targets = []
         seq_first = {}  # inner dot output -> (outer sequence, outer matrix)
         for nd in _inner_toposort(args):
@@ -744,13 +753,7 @@ def _push_out_seq_dots(fgraph: FunctionGraph, varying=()) -> bool:
         old_outs = args.inner_outputs
         new_outs = clone_replace(old_outs, replace=replace)
         _assign_inner_outputs(args, new_outs)
-        used = set(ancestors(args.inner_outputs + args.cond))
-        args.inner_in_seqs, args.outer_in_seqs = _keep_used(
-            args.inner_in_seqs, args.outer_in_seqs, used
-        )
-        args.inner_in_non_seqs, args.outer_in_non_seqs = _keep_used(
-            args.inner_in_non_seqs, args.outer_in_non_seqs, used
-        )
+        _drop_unused_inputs(args)
         new_outer = _scan_rebuild(node, args)
         fgraph.replace_all(
             list(zip(node.outputs, new_outer, strict=True)), reason="hf_push_out_dot"
@@ -885,10 +888,7 @@ def _push_out_accumulators(fgraph: FunctionGraph, varying=()) -> bool:
             continue
         args = ScanArgs.from_node(node, clone=True)
         n_steps = args.n_steps
-        inner_clients = {}
-        for nd in _inner_toposort(args):
-            for i in nd.inputs:
-                inner_clients.setdefault(i, []).append(nd)
+        inner_clients = _inner_clients(args)
         state_inputs = set(args.inner_in_sit_sot) | set(args.inner_in_shared)
         for taps in args.inner_in_mit_sot + list(args.inner_in_mit_mot):
             state_inputs.update(taps)
@@ -973,13 +973,7 @@ def _push_out_accumulators(fgraph: FunctionGraph, varying=()) -> bool:
         args.inner_out_nit_sot = list(args.inner_out_nit_sot) + emit
         args.outer_in_nit_sot = list(args.outer_in_nit_sot) + [n_steps] * len(emit)
         args.outer_out_nit_sot = list(args.outer_out_nit_sot) + [None] * len(emit)
-        used = set(ancestors(args.inner_outputs))
-        args.inner_in_non_seqs, args.outer_in_non_seqs = _keep_used(
-            args.inner_in_non_seqs, args.outer_in_non_seqs, used
-        )
-        args.inner_in_seqs, args.outer_in_seqs = _keep_used(
-            args.inner_in_seqs, args.outer_in_seqs, used
-        )
+        _drop_unused_inputs(args)
         new_outer = _scan_rebuild(node, args)
         new_args = ScanArgs.from_node(new_outer[0].owner, clone=False)
         emitted = new_args.outer_out_nit_sot[n_old_nitsot:]
