@@ -1,0 +1,1 @@
+"""Numerical pieces that need numpy only: conjugate gradient, damping, line search, preconditioners."""

@@ -1,0 +1,1 @@
+"""Preconditioners for CG behind one protocol, with one registration table."""

@@ -1,0 +1,1 @@
+"""Training: options, the outer loop, step rules (HF, SGD, Adam), run state, statistics, checkpoints, datasets."""
