@@ -112,7 +112,7 @@ def gemm_ceiling(client, w, args, reps=3):
     Returns the ratio of the two times (``n_workers`` would be perfect scaling):
     plain numpy GEMMs, no PyTensor, no Dask messages in the timed region.
     """
-    from hf_symbolic.distributed import _worker_addresses
+    from hf_symbolic.evaluate.dask import _worker_addresses
 
     addresses = _worker_addresses(client)
     shard = w.dims["B"] // len(addresses)
@@ -149,7 +149,7 @@ def main():
     args = parse_args()
     W.check_environment(1)
     from hf_symbolic import hf_optimizer
-    from hf_symbolic.distributed import _worker_addresses
+    from hf_symbolic.evaluate.dask import _worker_addresses
 
     w = W.build(args.workload, dtype=args.dtype, small=args.small, seed=args.seed)
     opt = hf_optimizer(w.params, w.inputs, w.s, w.costs)

@@ -79,7 +79,7 @@ def preload_blas():
 
 
 def read_history(path):
-    from hf_symbolic.stats import UpdateStats
+    from hf_symbolic.train.stats import UpdateStats
 
     with open(path, encoding="utf-8") as fh:
         return [UpdateStats.from_json(json.loads(line)) for line in fh if line.strip()]

@@ -435,7 +435,7 @@ def main(argv=None):
     _limit_threads(args.threads)
     if "torch" in sys.modules:
         print(f"# torch.get_num_threads()={sys.modules['torch'].get_num_threads()}")
-    from hf_symbolic.memory import available as _glibc, reuse_freed_memory
+    from hf_symbolic.train.memory import available as _glibc, reuse_freed_memory
 
     print(f"# freed memory reused (glibc mallopt, every implementation): {args.reuse_memory and _glibc()}")
     t_all = time.perf_counter()

@@ -10,15 +10,15 @@ from . import backend as _backend
 _backend.configure_blas_before_import()
 
 from . import errors  # noqa: E402
-from .cg import CGResult, backtrack, conjugate_gradient, iterate_grid
-from .damping import DampingRule, levenberg_marquardt, reduction_ratio
-from .dataset import BatchDataset, SequenceDataset
 from .errors import *  # noqa: F401,F403
-from .flat import FlatLayout
-from .linesearch import LineSearchResult, armijo
-from .optimizer import CurvatureOperator, hf_optimizer
-from .sgd import sgd_optimizer
-from .stats import TrainResult, UpdateStats
-from .training import TrainOptions
+from .model.flat import FlatLayout
+from .optimizer import CurvatureOperator, hf_optimizer, sgd_optimizer
+from .solve.backtrack import backtrack
+from .solve.cg import CGResult, conjugate_gradient, iterate_grid
+from .solve.damping import DampingRule, levenberg_marquardt, reduction_ratio
+from .solve.linesearch import LineSearchResult, armijo
+from .train.data import BatchDataset, SequenceDataset
+from .train.options import TrainOptions
+from .train.stats import TrainResult, UpdateStats
 
 __version__ = "0.1.0"

@@ -1,61 +1,39 @@
-"""The :class:`hf_optimizer`: compiled gradient and curvature products of a PyTensor model."""
+"""The public optimizers: a compiled :class:`~hf_symbolic.model.Model` plus ``train``.
+
+:class:`hf_optimizer` keeps the 2012 ``hf.py`` interface; :class:`sgd_optimizer`
+and :class:`adam_optimizer` take the same constructor arguments and datasets,
+so that comparing HF with a first-order baseline is one switch in a script.
+All three run the one training loop of :mod:`hf_symbolic.train.loop` with
+their own step rule.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
+import contextlib
 
 import numpy as np
 
-from .curvature import build_curvature_graphs
-from .errors import ModelSpecError
-from .flat import FlatLayout
-from .validation import check_batch, check_mode, check_model
+from hf_symbolic.backend import blas_threads as limit_blas_threads
+from hf_symbolic.errors import ArgumentError
+from hf_symbolic.evaluate import make_evaluator
+from hf_symbolic.model.model import CurvatureOperator, Model
+from hf_symbolic.train.first_order import AdamStep, SGDStep
+from hf_symbolic.train.hf_step import HFStep
+from hf_symbolic.train.loop import LoopSettings, run_training
+from hf_symbolic.train.memory import reuse_freed_memory
+from hf_symbolic.train.options import TrainOptions
 
-__all__ = ["hf_optimizer", "CurvatureOperator"]
-
-log = logging.getLogger(__name__)
-
-
-class CurvatureOperator:
-    """The damped curvature matrix ``B = G + damping·I`` on one minibatch, as an operator.
-
-    Parameters do not change while it lives (one CG run), which lets a fast
-    implementation reuse forward quantities between products.
-
-    Attributes
-    ----------
-    shape : tuple of int
-    dtype : numpy.dtype
-    matvecs : int
-        How many products were computed.
-    """
-
-    def __init__(self, product, size, dtype, damping=0.0):
-        self._product = product
-        self.shape = (size, size)
-        self.dtype = np.dtype(dtype)
-        self.damping = float(damping)
-        self.matvecs = 0
-
-    def matvec(self, v):
-        """Return ``(G + damping·I) v``."""
-        self.matvecs += 1
-        out = self._product(v)
-        if self.damping:
-            out = out + np.asarray(self.damping, dtype=out.dtype) * v
-        return out
-
-    __call__ = matvec
-
-    def todense(self):
-        """The matrix, one column per unit vector (for tests on small models only)."""
-        n = self.shape[0]
-        cols = [self.matvec(np.eye(1, n, j, dtype=self.dtype)[0]) for j in range(n)]
-        return np.stack(cols, axis=1)
+__all__ = ["hf_optimizer", "sgd_optimizer", "adam_optimizer", "CurvatureOperator"]
 
 
-class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
+def _environment(blas_threads, reuse_memory):
+    stack = contextlib.ExitStack()
+    stack.enter_context(limit_blas_threads(blas_threads))
+    stack.enter_context(reuse_freed_memory(bool(reuse_memory)))
+    return stack
+
+
+class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
     """Hessian-free optimizer for a PyTensor model.
 
     Parameters
@@ -73,19 +51,20 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         Hidden units (in (0, 1)) and their pre-activation for structural
         damping; ``ha`` defaults to ``h``.
     curvature : {"gauss-newton", "hessian"}
-        The curvature matrix used by :meth:`train`.
+        The curvature matrix used by :meth:`train` (:data:`hf_symbolic.model.KINDS`).
     mode : str or pytensor Mode, optional
         Passed to ``pytensor.function``.
     cache_forward : bool
         Compute the direction-independent part of the Gauss-Newton product
         (the forward pass on the CG batch) once per CG run and reuse it for
-        every product (see :mod:`hf_symbolic.linearize`). Same results, fewer
-        operations; False compiles the plain product.
+        every product (see :mod:`hf_symbolic.graph.partial_eval`). Same results,
+        fewer operations; False compiles the plain product.
     case_axes : int, None or list, optional
         For each input, the axis that indexes cases (None: the whole array is
-        one case). Used only to split a batch into single cases for the
-        preconditioner's per-case gradients. Default: axis 1 for 3-D inputs
-        (``(time, cases, features)`` sequences), axis 0 otherwise.
+        one case). Used to split a batch into single cases for the
+        preconditioner's per-case gradients and into shards for parallel
+        workers. Default: axis 1 for 3-D inputs (``(time, cases, features)``
+        sequences), axis 0 otherwise.
 
     Examples
     --------
@@ -103,178 +82,6 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
     [0.667, 0.667, 0.667]
     """
 
-    def __init__(self, p, inputs, s, costs, h=None, ha=None, *, curvature="gauss-newton", mode=None, case_axes=None,
-                 cache_forward=True):
-        self._spec = check_model(p, inputs, s, costs, h, ha, curvature)
-        self.case_axes = self._check_case_axes(case_axes)
-        self.cache_forward = bool(cache_forward)
-        if mode is None:
-            from .backend import default_mode
-
-            mode = default_mode()
-        self._mode = check_mode(mode)
-        self.mode = mode
-        self.p = list(self._spec.p)
-        self.inputs = list(self._spec.inputs)
-        self.costs = list(self._spec.costs)
-        self.curvature = curvature
-        dtype = np.result_type(*[np.dtype(x.dtype) for x in self.p])
-        self.layout = FlatLayout(tuple(tuple(x.get_value(borrow=True).shape) for x in self.p), np.dtype(dtype))
-        self._graphs = build_curvature_graphs(self._spec, self.layout)
-        self._functions = {}
-        self._cached_product_ran = False
-        self.compile_seconds = 0.0
-        self.result = None
-
-    def _check_case_axes(self, case_axes):
-        inputs = self._spec.inputs
-        if case_axes is None:
-            return tuple(1 if x.ndim == 3 else (0 if x.ndim >= 1 else None) for x in inputs)
-        if isinstance(case_axes, (int, np.integer)):
-            case_axes = [case_axes] * len(inputs)
-        case_axes = list(case_axes)
-        if len(case_axes) != len(inputs):
-            raise ModelSpecError(f"case_axes has {len(case_axes)} entries, expected one per input ({len(inputs)})")
-        for i, (ax, x) in enumerate(zip(case_axes, inputs)):
-            if ax is not None and not (isinstance(ax, (int, np.integer)) and -x.ndim <= ax < x.ndim):
-                raise ModelSpecError(f"case_axes[{i}]={ax!r} is not an axis of input {i} (ndim {x.ndim})")
-        return tuple(None if ax is None else int(ax) % inputs[i].ndim for i, ax in enumerate(case_axes))
-
-    # -- compilation --------------------------------------------------------
-    @property
-    def has_structural_damping(self) -> bool:
-        return self._spec.h is not None
-
-    def _function(self, name):
-        fn = self._functions.get(name)
-        if fn is not None:
-            return fn
-        import pytensor
-
-        g = self._graphs
-        if name == "gradient":
-            ins, outs = self.inputs, [g.gradient, *g.costs]
-        elif name == "cost":
-            ins, outs = self.inputs, list(g.costs)
-        elif name == "gauss_newton":
-            extra = [g.coefficient] if self.has_structural_damping else []
-            ins, outs = [g.v, *extra, *self.inputs], g.gauss_newton
-        elif name == "hessian":
-            ins, outs = [g.v, *self.inputs], g.hessian
-        elif name == "structural":
-            ins, outs = [g.v, *self.inputs], g.structural
-        elif name == "gradient_one_case":  # inputs with a static case dimension, narrowed to one case
-            from pytensor.graph.replace import clone_replace
-
-            ins = [self._one_case_input(x, ax) for x, ax in zip(self.inputs, self.case_axes)]
-            outs = clone_replace([g.gradient], replace=dict(zip(self.inputs, ins)), rebuild_strict=False)
-        else:  # pragma: no cover - internal
-            raise KeyError(name)
-        from .backend import compile_flags
-
-        t0 = time.perf_counter()
-        with compile_flags(self._mode if self._mode is not None else pytensor.config.mode):
-            fn = pytensor.function(ins, outs, mode=self._mode, on_unused_input="ignore", name=f"hf_{name}")
-        dt = time.perf_counter() - t0
-        self.compile_seconds += dt
-        log.debug("compiled %s in %.2f s", name, dt)
-        self._functions[name] = fn
-        return fn
-
-    def compile(self, which=("gradient", "cost", "gauss_newton")):
-        """Compile the named functions now (otherwise each is compiled on first use)."""
-        for name in which:
-            self._function(name)
-        return self
-
-    # -- parameters ---------------------------------------------------------
-    def get_flat(self) -> np.ndarray:
-        """All parameters as one flat vector (a copy)."""
-        return self.layout.flatten([x.get_value(borrow=True) for x in self.p])
-
-    def set_flat(self, theta) -> None:
-        """Set every parameter from one flat vector (values are copied)."""
-        theta = self.layout.check(theta, "theta")
-        for x, part in zip(self.p, self.layout.unflatten(theta)):
-            x.set_value(np.array(part, dtype=x.dtype, copy=True), borrow=True)
-
-    def unflatten(self, v) -> list:
-        """Split a flat vector into arrays shaped like the parameters."""
-        return [np.array(a) for a in self.layout.unflatten(v)]
-
-    # -- products on one minibatch -----------------------------------------
-    def _batch(self, batch):
-        return check_batch(self.inputs, batch)
-
-    def gradient(self, batch):
-        """Return ``(g, costs)``: the flat gradient of ``costs[0]`` and every cost, on one minibatch."""
-        batch = self._batch(batch)
-        out = self._function("gradient")(*batch)
-        return np.asarray(out[0]), [float(c) for c in out[1:]]
-
-    def cost(self, batch):
-        """Return the list of costs on one minibatch."""
-        batch = self._batch(batch)
-        out = self._function("cost")(*batch)
-        return [float(c) for c in out]
-
-    def _check_coefficient(self, structural_coefficient):
-        c = float(structural_coefficient)
-        if not np.isfinite(c) or c < 0:
-            raise ModelSpecError(f"structural_coefficient must be a finite number >= 0, got {structural_coefficient!r}")
-        if c and not self.has_structural_damping:
-            raise ModelSpecError(
-                f"structural_coefficient={structural_coefficient!r} needs structural damping: pass h (and ha) to hf_optimizer"
-            )
-        return c
-
-    def gauss_newton_product(self, v, batch, structural_coefficient=0.0):
-        """Return ``G v`` (plus ``structural_coefficient`` times the structural-damping product)."""
-        v = self.layout.check(v, "v")
-        c = self._check_coefficient(structural_coefficient)
-        return self._gv_function(self._batch(batch), c)(v)
-
-    def hessian_product(self, v, batch):
-        """Return the exact Hessian product ``H v`` of ``costs[0]`` (Pearlmutter 1994)."""
-        v = self.layout.check(v, "v")
-        batch = self._batch(batch)
-        return np.asarray(self._function("hessian")(v, *batch))
-
-    @staticmethod
-    def _one_case_input(x, ax):
-        """``x``, or a copy of its type with one case when its case dimension has a static size."""
-        if ax is None or x.type.shape[ax] in (None, 1):
-            return x
-        shape = list(x.type.shape)
-        shape[ax] = 1
-        return x.type.clone(shape=tuple(shape))(name=x.name)
-
-    def per_case_squared_gradient(self, batch):
-        """Mean over cases of the squared per-case gradients, ``(1/N) Σ_i g_i ⊙ g_i``.
-
-        The diagonal of the empirical Fisher matrix, used by Martens' preconditioner
-        (Martens 2010 §4.7). Cases are split along :attr:`case_axes`; each case's
-        gradient is the gradient of ``costs[0]`` on a one-case batch. Inputs
-        whose case dimension has a static size (as JAX needs) get a second
-        gradient function compiled for one case.
-        """
-        batch = self._batch(batch)
-        sizes = {a.shape[ax] for a, ax in zip(batch, self.case_axes) if ax is not None}
-        if len(sizes) > 1:
-            from .errors import BatchError
-
-            raise BatchError(f"inputs disagree on the number of cases along case_axes {self.case_axes}: {sorted(sizes)}")
-        n = sizes.pop() if sizes else 1
-        static = any(ax is not None and x.type.shape[ax] not in (None, 1) for x, ax in zip(self.inputs, self.case_axes))
-        fn = self._function("gradient_one_case" if static else "gradient")
-        acc = np.zeros(self.layout.size, dtype=np.float64)
-        for i in range(n):
-            one = [a if ax is None else np.take(a, [i], axis=ax) for a, ax in zip(batch, self.case_axes)]
-            g = np.asarray(fn(*one)[0], dtype=np.float64)
-            acc += g * g
-        return (acc / n).astype(self.layout.dtype)
-
-    # -- training -----------------------------------------------------------
     def train(
         self,
         gradient_dataset,
@@ -316,11 +123,13 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             (needs ``h`` in the constructor).
         global_backtracking : bool
             Choose the best kept CG iterate overall instead of Martens' walk back.
-        preconditioner : bool
-            Martens' diagonal preconditioner ``(diag(mean_i g_i²) + λ)^α`` from
-            per-case gradients on the CG batch (Martens 2010 §4.7). The squared
-            gradients are averaged over cases rather than summed, so that they
-            are on the scale of a cost averaged over cases, like ``G`` and ``λ``.
+        preconditioner : bool, str or object
+            True (or ``"martens"``): Martens' diagonal preconditioner
+            ``(diag(mean_i g_i²) + λ)^α`` from per-case gradients on the CG batch
+            (Martens 2010 §4.7). The squared gradients are averaged over cases
+            rather than summed, so that they are on the scale of a cost averaged
+            over cases, like ``G`` and ``λ``. Other names:
+            :data:`hf_symbolic.solve.preconditioners.REGISTRY`.
         max_cg_iterations : int
         num_updates : int
             Total number of updates (a resumed run counts its earlier ones).
@@ -334,7 +143,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             Checkpoint file written atomically after every update; calling
             ``train`` again with the same arguments resumes exactly.
         callback : callable, optional
-            ``callback(stats)`` with the :class:`~hf_symbolic.stats.UpdateStats`
+            ``callback(stats)`` with the :class:`~hf_symbolic.train.stats.UpdateStats`
             of each update; raising ``StopIteration`` stops training cleanly.
         history_file : str or path, optional
             JSON-lines file with one record per update.
@@ -343,28 +152,28 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         workers : int
             Split every batch into this many shards of cases (along
             :attr:`case_axes`) and evaluate them in parallel: this process and
-            ``workers - 1`` forked worker processes (:mod:`hf_symbolic.parallel`).
+            ``workers - 1`` forked worker processes (:mod:`hf_symbolic.evaluate.forked`).
             Assumes the costs are means over cases. Results equal one process's
             up to floating-point rounding.
         client : dask.distributed.Client, optional
             Evaluate on the workers of a Dask cluster instead, one shard of
-            cases per worker (:mod:`hf_symbolic.distributed`; needs
+            cases per worker (:mod:`hf_symbolic.evaluate.dask`; needs
             ``pip install 'hf_symbolic[dask]'``). Excludes ``workers > 1``;
             ``blas_threads`` applies on the workers too. Without a client Dask
             is not imported.
         reuse_memory : bool
             Keep freed memory in this process for reuse while training (glibc's
-            ``mallopt``; :mod:`hf_symbolic.memory`): the large temporaries of
+            ``mallopt``; :mod:`hf_symbolic.train.memory`): the large temporaries of
             each product then skip the kernel's page zeroing. Restored, and the
             memory given back, when ``train`` returns. Changes no value.
         **options
-            Any field of :class:`~hf_symbolic.training.TrainOptions`:
+            Any field of :class:`~hf_symbolic.train.options.TrainOptions`:
             ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
             ``cg_window_min`` (10), ``cg_window_frac`` (0.1), ``cg_grid_gamma``
             (1.3), ``cg_grid_start`` (1; Martens' code uses 5), ``backtracking``,
             ``line_search``, ``armijo_c`` (1e-2), ``line_search_shrink`` (0.8),
             ``line_search_tries`` (60), ``preconditioner_exponent`` (0.75),
-            ``damping`` (a :class:`~hf_symbolic.damping.DampingRule`),
+            ``damping`` (a :class:`~hf_symbolic.solve.damping.DampingRule`),
             ``max_failures`` (5), ``time_budget`` (seconds).
 
         Returns
@@ -372,126 +181,97 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         list of ndarray
             The best parameters (lowest validation cost, or the final ones
             without validation), also set on ``p``. The full record is in
-            :attr:`result` (a :class:`~hf_symbolic.stats.TrainResult`).
+            :attr:`result` (a :class:`~hf_symbolic.train.stats.TrainResult`).
         """
-        from .training import TrainOptions, train
+        unknown = sorted(set(options) - set(TrainOptions.__dataclass_fields__))
+        if unknown:
+            raise ArgumentError(f"unknown training option(s) {unknown}: expected some of "
+                                f"{sorted(TrainOptions.__dataclass_fields__)}")
+        opts = TrainOptions(
+            initial_lambda=initial_lambda, mu=mu, global_backtracking=global_backtracking,
+            preconditioner=preconditioner, max_cg_iterations=max_cg_iterations, num_updates=num_updates,
+            validation_frequency=validation_frequency, patience=patience, **options,
+        )
+        if client is not None and workers is not None and workers != 1:
+            raise ArgumentError(f"workers={workers!r} and client= were both given: the Dask client's workers "
+                                "replace the forked ones, so pass workers=1 with a client")
+        if client is not None:
+            from hf_symbolic.evaluate.dask import check_client
 
-        try:
-            opts = TrainOptions(
-                initial_lambda=initial_lambda, mu=mu, global_backtracking=global_backtracking,
-                preconditioner=preconditioner, max_cg_iterations=max_cg_iterations, num_updates=num_updates,
-                validation_frequency=validation_frequency, patience=patience, **options,
-            )
-        except TypeError as exc:
-            from .errors import ArgumentError
-
-            known = sorted(TrainOptions.__dataclass_fields__)
-            raise ArgumentError(f"unknown training option in {sorted(options)}: expected some of {known}") from exc
-        result = train(self, gradient_dataset, cg_dataset, opts, validation=validation, save_progress=save_progress,
-                       callback=callback, history_file=history_file, blas_threads=blas_threads, workers=workers,
-                       client=client, reuse_memory=reuse_memory)
+            check_client(client)
+        rule = HFStep(self, opts, lambda: make_evaluator(self, workers=workers, client=client,
+                                                         blas_threads=blas_threads))
+        result = run_training(self, rule, opts.loop_settings(), gradient_dataset, cg_dataset, validation=validation,
+                              save_progress=save_progress, callback=callback, history_file=history_file,
+                              environment=_environment(blas_threads, reuse_memory))
         return result.params
 
-    def _cached_gv_functions(self):
-        """``(residuals_fn, product_fn)`` of the partially evaluated Gauss-Newton product, or None."""
-        key = "gauss_newton_cached"
-        if key in self._functions:
-            return self._functions[key]
-        import pytensor
 
-        from .backend import compile_flags
-        from .linearize import partial_eval
+class _FirstOrderOptimizer(Model):
+    def _train(self, rule, gradient_dataset, num_updates, validation, validation_frequency, patience,
+               save_progress, callback, history_file, time_budget, max_failures):
+        settings = LoopSettings(num_updates=num_updates, validation_frequency=validation_frequency, patience=patience,
+                                time_budget=time_budget, max_failures=max_failures)
+        result = run_training(self, rule, settings, gradient_dataset, None, validation=validation,
+                              save_progress=save_progress, callback=callback, history_file=history_file)
+        return result.params
 
-        g = self._graphs
-        varying = [g.v, g.coefficient] if self.has_structural_damping else [g.v]
-        t0 = time.perf_counter()
-        try:
-            pe = partial_eval([g.gauss_newton], varying)
-            with compile_flags(self._mode if self._mode is not None else pytensor.config.mode):
-                f_res = pytensor.function(self.inputs, list(pe.residuals), mode=self._mode,
-                                          on_unused_input="ignore", name="hf_forward_cache")
-                f_gv = pytensor.function([*varying, *pe.placeholders], pe.outputs[0], mode=self._mode,
-                                         on_unused_input="ignore", name="hf_gauss_newton_cached")
-            fns = (f_res, f_gv)
-        except Exception as exc:  # any failure of the rewrite falls back to the plain product
-            log.warning("cached forward pass unavailable for this graph (%s: %s); using the plain product",
-                        type(exc).__name__, exc)
-            fns = None
-        self.compile_seconds += time.perf_counter() - t0
-        self._functions[key] = fns
-        return fns
 
-    def _gv_function(self, batch, coefficient):
-        cached = self._cached_gv_functions() if self.cache_forward else None
-        if cached is not None:
-            product = self._cached_product(cached, batch, coefficient)
-            if product is not None:
-                return product
-        fn = self._function("gauss_newton")
-        if self.has_structural_damping:
-            c = np.asarray(coefficient, dtype=self.layout.dtype)
-            return lambda v: np.asarray(fn(v, c, *batch))
-        return lambda v: np.asarray(fn(v, *batch))
+class sgd_optimizer(_FirstOrderOptimizer):  # noqa: N801
+    """SGD with classical (heavy-ball) or Nesterov momentum on the same model specification as :class:`hf_optimizer`.
 
-    def _cached_product(self, cached, batch, coefficient):
-        """The cached-forward product on ``batch``, or None when this backend cannot run it.
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt
+    >>> from hf_symbolic import BatchDataset
+    >>> w = pytensor.shared(np.zeros(1), name="w")
+    >>> x, y = pt.matrix("x"), pt.vector("y")
+    >>> s = pt.dot(x, w)
+    >>> opt = sgd_optimizer([w], [x, y], s, [pt.mean((s - y) ** 2)], mode="FAST_COMPILE")
+    >>> data = BatchDataset([np.ones((4, 1)), np.full(4, 2.0)], 4, seed=0)
+    >>> params = opt.train(data, learning_rate=0.1, momentum=0.0, num_updates=50)
+    >>> round(float(params[0][0]), 4)
+    2.0
+    """
 
-        Some backends compile the partially evaluated graph but fail when it
-        runs (JAX needs static shapes the placeholders lack). Until one product
-        has run, a failure switches this optimizer to the plain product for
-        good; after that, errors propagate as from any other function.
+    def train(self, gradient_dataset, cg_dataset=None, learning_rate=0.01, momentum=0.9, num_updates=100,
+              validation=None, validation_frequency=1, patience=np.inf, save_progress=None, *, nesterov=False,
+              steps_per_update=1, callback=None, history_file=None, time_budget=None, max_failures=5):
+        """Train with SGD (:class:`~hf_symbolic.train.first_order.SGDStep`). One *update* is
+        ``steps_per_update`` passes over ``gradient_dataset.iterate()``, one parameter step per batch;
+        ``nesterov=True`` takes each gradient at the look-ahead point (Sutskever et al. 2013).
+        ``cg_dataset`` is accepted and ignored (interface parity with HF).
+
+        Returns the best parameters (list of arrays); the record is in :attr:`result`.
         """
-        f_res, f_gv = cached
-        extra = [np.asarray(coefficient, dtype=self.layout.dtype)] if self.has_structural_damping else []
+        rule = SGDStep(self, learning_rate=learning_rate, momentum=momentum, steps_per_update=steps_per_update,
+                       nesterov=nesterov)
+        return self._train(rule, gradient_dataset, num_updates, validation, validation_frequency, patience,
+                           save_progress, callback, history_file, time_budget, max_failures)
 
-        def fall_back(exc):
-            log.warning("cached forward pass failed on this backend (%s: %s); using the plain product",
-                        type(exc).__name__, exc)
-            self._functions["gauss_newton_cached"] = None
 
-        try:
-            # C order for every stored array (a reversed view otherwise sends each product's
-            # elementwise ops on it through PyTensor's strided loop); once per update
-            residuals = [np.ascontiguousarray(r) if isinstance(r, np.ndarray) and r.ndim > 1 else r
-                         for r in f_res(*batch)]
-        except Exception as exc:
-            if self._cached_product_ran:
-                raise
-            fall_back(exc)
-            return None
-        if self._cached_product_ran:
-            return lambda v: np.asarray(f_gv(v, *extra, *residuals))
-        plain = []  # the plain product, once the first cached one has failed
+class adam_optimizer(_FirstOrderOptimizer):  # noqa: N801
+    """Adam (Kingma & Ba 2015) on the same model specification as :class:`hf_optimizer`.
 
-        def first_product(v):
-            if plain:
-                return plain[0](v)
-            if self._cached_product_ran:
-                return np.asarray(f_gv(v, *extra, *residuals))
-            try:
-                out = np.asarray(f_gv(v, *extra, *residuals))
-            except Exception as exc:
-                fall_back(exc)
-                plain.append(self._gv_function(batch, coefficient))
-                return plain[0](v)
-            self._cached_product_ran = True
-            return out
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt
+    >>> from hf_symbolic import BatchDataset
+    >>> w = pytensor.shared(np.zeros(1), name="w")
+    >>> x, y = pt.matrix("x"), pt.vector("y")
+    >>> s = pt.dot(x, w)
+    >>> opt = adam_optimizer([w], [x, y], s, [pt.mean((s - y) ** 2)], mode="FAST_COMPILE")
+    >>> data = BatchDataset([np.ones((4, 1)), np.full(4, 2.0)], 4, seed=0)
+    >>> params = opt.train(data, learning_rate=0.1, num_updates=300)
+    >>> round(float(params[0][0]), 3)
+    2.0
+    """
 
-        return first_product
-
-    def curvature_operator(self, batch, damping=0.0, structural_coefficient=0.0, curvature=None):
-        """The damped curvature on one minibatch as a :class:`CurvatureOperator` (for CG)."""
-        batch = self._batch(batch)
-        curvature = curvature or self.curvature
-        c = self._check_coefficient(structural_coefficient)
-        if curvature == "hessian":
-            hv = self._function("hessian")
-            if c:
-                sd = self._function("structural")
-                cc = np.asarray(c, dtype=self.layout.dtype)
-                product = lambda v: np.asarray(hv(v, *batch)) + cc * np.asarray(sd(v, *batch))  # noqa: E731
-            else:
-                product = lambda v: np.asarray(hv(v, *batch))  # noqa: E731
-        else:
-            product = self._gv_function(batch, c)
-        return CurvatureOperator(product, self.layout.size, self.layout.dtype, damping)
+    def train(self, gradient_dataset, cg_dataset=None, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+              num_updates=100, validation=None, validation_frequency=1, patience=np.inf, save_progress=None, *,
+              steps_per_update=1, callback=None, history_file=None, time_budget=None, max_failures=5):
+        """Train with Adam (:class:`~hf_symbolic.train.first_order.AdamStep`); the rest as :meth:`sgd_optimizer.train`."""
+        rule = AdamStep(self, learning_rate=learning_rate, beta1=beta1, beta2=beta2, eps=eps,
+                        steps_per_update=steps_per_update)
+        return self._train(rule, gradient_dataset, num_updates, validation, validation_frequency, patience,
+                           save_progress, callback, history_file, time_budget, max_failures)

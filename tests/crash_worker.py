@@ -114,7 +114,7 @@ def from_exact_floats(hexes) -> np.ndarray:
 
 def assert_same_checkpoint(path_a, path_b):
     """Equal arrays (dtype and bits) and metadata, the wall-clock fields of the history aside."""
-    from hf_symbolic.checkpoint import load_checkpoint
+    from hf_symbolic.train.checkpoint import load_checkpoint
 
     arrays_a, meta_a = load_checkpoint(path_a)
     arrays_b, meta_b = load_checkpoint(path_b)
@@ -145,13 +145,14 @@ class _Probe:
 
 def install_probes(probe):
     """Wrap the training loop, the evaluator and the checkpoint write so that they call ``probe``."""
-    import hf_symbolic.parallel as parallel
-    import hf_symbolic.training as training
+    import hf_symbolic.evaluate as evaluate
+    import hf_symbolic.train.hf_step as hf_step
+    import hf_symbolic.train.loop as training
 
-    make_evaluator = parallel.make_evaluator
+    make_evaluator = evaluate.EVALUATORS["serial"]
 
-    def probed_evaluator(opt, workers):
-        ev = make_evaluator(opt, workers)
+    def probed_evaluator(opt, **settings):
+        ev = make_evaluator(opt, **settings)
         gradient, matvec, cost = ev.gradient, ev.matvec, ev.cost
 
         def probed_gradient(key):
@@ -172,17 +173,17 @@ def install_probes(probe):
         ev.gradient, ev.matvec, ev.cost = probed_gradient, probed_matvec, probed_cost
         return ev
 
-    parallel.make_evaluator = probed_evaluator
+    evaluate.EVALUATORS["serial"] = probed_evaluator
 
-    one_update = training._one_update
+    one_update = hf_step.HFStep.step
 
-    def probed_one_update(run, *args):
-        probe.update = run.update + 1
-        return one_update(run, *args)
+    def probed_one_update(self, run, u):
+        probe.update = u
+        return one_update(self, run, u)
 
-    training._one_update = probed_one_update
+    hf_step.HFStep.step = probed_one_update
 
-    validate = training._validate
+    validate = training.Run.validate
 
     def probed_validate(*args):
         out = validate(*args)
@@ -190,7 +191,7 @@ def install_probes(probe):
             probe("validation")
         return out
 
-    training._validate = probed_validate
+    training.Run.validate = probed_validate
 
     save = training.save_checkpoint
 

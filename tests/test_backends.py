@@ -17,7 +17,7 @@ import pytest
 from pytensor.graph.replace import clone_replace
 
 from hf_symbolic import hf_optimizer
-from hf_symbolic.validation import check_mode
+from hf_symbolic.model.checks import check_mode
 from models import rnn
 
 # Largest error allowed, relative to the largest entry of the reference, keyed on dtype.

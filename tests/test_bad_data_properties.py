@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import crash_worker as worker
 from hf_symbolic import BatchDataset, SequenceDataset
 from hf_symbolic.errors import BatchError, DatasetError
-from hf_symbolic.validation import check_batch
+from hf_symbolic.model.checks import check_batch
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NUMERIC = "biufc"

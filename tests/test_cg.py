@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 
-from hf_symbolic.cg import (
-    backtrack,
+from hf_symbolic.solve.backtrack import backtrack
+from hf_symbolic.solve.cg import (
     conjugate_gradient,
     iterate_grid,
     martens_should_stop,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import hf_symbolic.checkpoint as ckpt
-from hf_symbolic.checkpoint import FORMAT_VERSION, CheckpointLock, load_checkpoint, save_checkpoint
+import hf_symbolic.train.checkpoint as ckpt
+from hf_symbolic.train.checkpoint import FORMAT_VERSION, CheckpointLock, load_checkpoint, save_checkpoint
 from hf_symbolic.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -481,7 +481,7 @@ def test_lock_same_process_two_objects(tmp_path):
 
 _HOLDER = """
 import sys
-from hf_symbolic.checkpoint import CheckpointLock
+from hf_symbolic.train.checkpoint import CheckpointLock
 lock = CheckpointLock(sys.argv[1])
 lock.acquire()
 print("locked", flush=True)

@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 import crash_worker as worker
-from hf_symbolic.checkpoint import load_checkpoint  # before PyTensor: hf_symbolic links OpenBLAS
+from hf_symbolic.train.checkpoint import load_checkpoint  # before PyTensor: hf_symbolic links OpenBLAS
 
 import pytensor  # noqa: E402  (only to read the BLAS flags the workers must share)
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from hf_symbolic.damping import DampingRule, levenberg_marquardt, reduction_ratio
+from hf_symbolic.solve.damping import DampingRule, levenberg_marquardt, reduction_ratio
 from hf_symbolic.errors import ArgumentError
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_symbolic.checkpoint import load_checkpoint, save_checkpoint
-from hf_symbolic.dataset import BatchDataset, SequenceDataset
+from hf_symbolic.train.checkpoint import load_checkpoint, save_checkpoint
+from hf_symbolic.train.data import BatchDataset, SequenceDataset
 from hf_symbolic.errors import CheckpointCorruptError, CheckpointMismatchError, DatasetError
 
 

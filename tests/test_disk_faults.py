@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 import crash_worker as worker
-import hf_symbolic.checkpoint as ckpt
-from hf_symbolic.checkpoint import CheckpointLock, load_checkpoint, remove_stale_temporaries, save_checkpoint
+import hf_symbolic.train.checkpoint as ckpt
+from hf_symbolic.train.checkpoint import CheckpointLock, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from hf_symbolic.errors import CheckpointLockedError, CheckpointWriteError
 
 N_UPDATES, FAIL_AT = 5, 3

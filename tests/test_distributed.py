@@ -23,10 +23,10 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from hf_symbolic import BatchDataset, hf_optimizer  # noqa: E402
-from hf_symbolic.checkpoint import load_checkpoint  # noqa: E402
-from hf_symbolic.distributed import DaskEvaluator, WorkerLostError  # noqa: E402
+from hf_symbolic.train.checkpoint import load_checkpoint  # noqa: E402
+from hf_symbolic.evaluate.dask import DaskEvaluator, WorkerLostError  # noqa: E402
 from hf_symbolic.errors import ArgumentError  # noqa: E402
-from hf_symbolic.parallel import SerialEvaluator  # noqa: E402
+from hf_symbolic.evaluate import SerialEvaluator  # noqa: E402
 from models import DatasetWrapper, max_rel_err, mlp, rnn  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def _count_compilations():
     """Installed on each worker: count pytensor.function calls from now on."""
     import pytensor
 
-    import hf_symbolic.distributed as d
+    import hf_symbolic.evaluate.dask as d
 
     real = getattr(pytensor.function, "__wrapped_real__", pytensor.function)
 
@@ -171,7 +171,7 @@ def _count_compilations():
 
 
 def _compilations():
-    import hf_symbolic.distributed as d
+    import hf_symbolic.evaluate.dask as d
 
     return getattr(d, "_test_compilations", 0)
 
@@ -267,7 +267,7 @@ def test_arguments_are_checked(client, rnn_model):
 def test_liveness_is_asked_of_the_scheduler_not_the_cached_identity(client, monkeypatch):
     # The client refreshes its cached identity every few seconds with a copy listing no
     # workers; a liveness poll that read that cache took live workers for lost ones.
-    from hf_symbolic.distributed import _worker_addresses
+    from hf_symbolic.evaluate.dask import _worker_addresses
 
     expected = sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
     assert len(expected) == N_WORKERS

@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 
 import crash_worker as worker
-from hf_symbolic.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from hf_symbolic.train.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from hf_symbolic.errors import (
     CheckpointCorruptError,
     CheckpointError,

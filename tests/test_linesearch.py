@@ -5,7 +5,7 @@ import math
 import pytest
 
 from hf_symbolic.errors import ArgumentError
-from hf_symbolic.linesearch import LineSearchResult, armijo
+from hf_symbolic.solve.linesearch import LineSearchResult, armijo
 
 
 def quadratic_1d(curv, slope, f0):

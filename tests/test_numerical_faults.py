@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 import crash_worker as worker
-import hf_symbolic.parallel as parallel
-from hf_symbolic.checkpoint import load_checkpoint
-from hf_symbolic.damping import DampingRule
+import hf_symbolic.evaluate as evaluate
+from hf_symbolic.train.checkpoint import load_checkpoint
+from hf_symbolic.solve.damping import DampingRule
 from hf_symbolic.errors import NumericalFailureError
-from hf_symbolic.stats import STOP_REASONS
+from hf_symbolic.train.stats import STOP_REASONS
 
 BOOST = DampingRule().boost
 BAD = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -85,15 +85,15 @@ class Poisoned:
 def poison(monkeypatch):
     """``poison(faults, first_update=1)`` makes the next training run use a :class:`Poisoned` evaluator."""
     made = []
-    real = parallel.make_evaluator
+    real = evaluate.EVALUATORS["serial"]
 
     def install(faults, first_update=1):
-        def make(opt, workers):
-            ev = Poisoned(real(opt, workers), faults, first_update)
+        def make(opt, **settings):
+            ev = Poisoned(real(opt, **settings), faults, first_update)
             made.append(ev)
             return ev
 
-        monkeypatch.setattr(parallel, "make_evaluator", make)
+        monkeypatch.setitem(evaluate.EVALUATORS, "serial", make)
         return made
 
     return install

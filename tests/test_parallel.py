@@ -3,7 +3,7 @@
 import numpy as np
 
 from hf_symbolic import BatchDataset, hf_optimizer
-from hf_symbolic.parallel import SerialEvaluator, make_evaluator, split_cases
+from hf_symbolic.evaluate import SerialEvaluator, make_evaluator, split_cases
 from models import max_rel_err, rnn
 
 

@@ -20,7 +20,7 @@ import pytensor
 import pytest
 
 import resume_worker as worker
-from hf_symbolic.checkpoint import load_checkpoint
+from hf_symbolic.train.checkpoint import load_checkpoint
 
 N_UPDATES, K_UPDATES = 6, 2
 WORKER = Path(worker.__file__).resolve()

@@ -10,10 +10,10 @@ import pytest
 import scipy.optimize
 
 from hf_symbolic import BatchDataset, SequenceDataset
-from hf_symbolic.checkpoint import load_checkpoint
+from hf_symbolic.train.checkpoint import load_checkpoint
 from hf_symbolic.errors import ArgumentError, CheckpointMismatchError, NumericalFailureError
-from hf_symbolic.sgd import sgd_optimizer
-from hf_symbolic.stats import STOP_REASONS
+from hf_symbolic.optimizer import sgd_optimizer
+from hf_symbolic.train.stats import STOP_REASONS
 
 MODE = "FAST_COMPILE"
 N_CASES, N_FEATURES, ALPHA = 200, 5, 0.01

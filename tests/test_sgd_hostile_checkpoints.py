@@ -24,9 +24,9 @@ import pytensor.tensor as pt
 import pytest
 
 from hf_symbolic import BatchDataset, hf_optimizer
-from hf_symbolic.checkpoint import load_checkpoint, save_checkpoint
+from hf_symbolic.train.checkpoint import load_checkpoint, save_checkpoint
 from hf_symbolic.errors import CheckpointCorruptError, CheckpointError, CheckpointMismatchError
-from hf_symbolic.sgd import sgd_optimizer
+from hf_symbolic.optimizer import sgd_optimizer
 
 MODE = "FAST_COMPILE"
 N_CASES, N_FEATURES = 200, 5

@@ -21,10 +21,10 @@ import pytest
 import scipy.optimize
 
 from hf_symbolic import BatchDataset, SequenceDataset, hf_optimizer
-from hf_symbolic.checkpoint import load_checkpoint
-from hf_symbolic.damping import DampingRule
+from hf_symbolic.train.checkpoint import load_checkpoint
+from hf_symbolic.solve.damping import DampingRule
 from hf_symbolic.errors import ArgumentError, CheckpointCorruptError, CheckpointMismatchError, NumericalFailureError
-from hf_symbolic.stats import STOP_REASONS
+from hf_symbolic.train.stats import STOP_REASONS
 from models import DatasetWrapper
 
 MODE = "FAST_COMPILE"

@@ -15,7 +15,7 @@ from pytensor.compile import FunctionMaker
 
 from hf_symbolic import hf_optimizer
 from hf_symbolic.errors import BatchError, HFError, ModelSpecError, VectorSizeError
-from hf_symbolic.validation import check_batch, check_model
+from hf_symbolic.model.checks import check_batch, check_model
 from models import mlp, rnn
 
 N_CASES, N_IN, N_OUT = 5, 3, 2

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import VectorSizeError
+from hf_symbolic.errors import VectorSizeError
 
 __all__ = ["FlatLayout"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Callable, Mapping, Optional
 
-from .errors import ArgumentError
+from hf_symbolic.errors import ArgumentError
 
 __all__ = ["LineSearchResult", "armijo"]
 

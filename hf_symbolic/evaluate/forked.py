@@ -15,7 +15,7 @@ assumes when it averages over the batches of a dataset). Processes rather than
 threads: PyTensor's compiled ``scan`` keeps its inner function's storage in the
 op, so one compiled function cannot run in two threads at once.
 
-:class:`SerialEvaluator` is the single-process version with the same interface.
+:class:`~hf_symbolic.evaluate.serial.SerialEvaluator` is the single-process version.
 """
 
 from __future__ import annotations
@@ -27,85 +27,12 @@ import signal
 
 import numpy as np
 
-__all__ = ["SerialEvaluator", "ShardedEvaluator", "make_evaluator", "split_cases"]
+from hf_symbolic.evaluate.base import split_cases
+from hf_symbolic.evaluate.serial import SerialEvaluator
+
+__all__ = ["ShardedEvaluator", "forked_evaluator"]
 
 log = logging.getLogger(__name__)
-
-
-def split_cases(batch, case_axes, n):
-    """Split a batch into at most ``n`` contiguous shards of cases; returns ``(shards, weights)``."""
-    sizes = {a.shape[ax] for a, ax in zip(batch, case_axes) if ax is not None}
-    if len(sizes) != 1:
-        return [batch], [1.0]
-    total = sizes.pop()
-    n = max(1, min(n, total))
-    bounds = np.linspace(0, total, n + 1).astype(int)
-    shards, weights = [], []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        shard = []
-        for a, ax in zip(batch, case_axes):
-            if ax is None:
-                shard.append(a)
-            else:
-                idx = [slice(None)] * a.ndim
-                idx[ax] = slice(lo, hi)
-                shard.append(np.ascontiguousarray(a[tuple(idx)]))
-        shards.append(shard)
-        weights.append((hi - lo) / total)
-    return shards, weights
-
-
-class SerialEvaluator:
-    """Evaluates on whole batches in this process (the default)."""
-
-    workers = 1
-
-    def __init__(self, opt):
-        self.opt = opt
-        self._batches = {}
-        self._ops = None
-
-    def load(self, key, batches):
-        """Remember the batches of this update under ``key`` ("gradient", "cg", "validation")."""
-        self._batches[key] = [list(b) for b in batches]
-
-    def set_theta(self, theta):
-        self.opt.set_flat(theta)
-
-    def gradient(self, key):
-        """Mean gradient and costs over the batches under ``key``."""
-        gs, cs = zip(*(self.opt.gradient(b) for b in self._batches[key]))
-        return np.mean([g.astype(np.float64) for g in gs], axis=0), tuple(np.mean(cs, axis=0).tolist())
-
-    def cost(self, key):
-        cs = [self.opt.cost(b) for b in self._batches[key]]
-        return tuple(np.mean(cs, axis=0).tolist())
-
-    def begin_cg(self, key, structural):
-        """Build the curvature operators (forward pass cached) for the batches under ``key``."""
-        self._ops = [self.opt.curvature_operator(b, structural_coefficient=structural) for b in self._batches[key]]
-
-    def matvec(self, v):
-        out = None
-        for op in self._ops:
-            r = op.matvec(v)
-            out = r if out is None else out + r
-        return out / len(self._ops) if len(self._ops) > 1 else out
-
-    def plain_product(self, key, p):
-        """Undamped curvature product (no structural term) averaged over the batches under ``key``."""
-        out = 0.0
-        for b in self._batches[key]:
-            r = self.opt.hessian_product(p, b) if self.opt.curvature == "hessian" else self.opt.gauss_newton_product(p, b)
-            out = out + r.astype(np.float64)
-        return out / len(self._batches[key])
-
-    def per_case_squared_gradient(self, key):
-        bs = self._batches[key]
-        return sum(self.opt.per_case_squared_gradient(b).astype(np.float64) for b in bs) / len(bs)
-
-    def close(self):
-        self._ops = None
 
 
 def _worker(opt, conn):
@@ -214,9 +141,9 @@ class ShardedEvaluator(SerialEvaluator):
                                   local=lambda: super(ShardedEvaluator, self).plain_product(key, p))
         return self._combine(key, mine, others)
 
-    def per_case_squared_gradient(self, key):
-        mine, others = self._call("per_case_squared_gradient", *[(key,)] * len(self._conns),
-                                  local=lambda: super(ShardedEvaluator, self).per_case_squared_gradient(key))
+    def statistic(self, key, name):
+        mine, others = self._call("statistic", *[(key, name)] * len(self._conns),
+                                  local=lambda: super(ShardedEvaluator, self).statistic(key, name))
         return self._combine(key, mine, others)
 
     def close(self):
@@ -235,23 +162,14 @@ class ShardedEvaluator(SerialEvaluator):
         self._conns, self._procs = [], []
 
 
-def make_evaluator(opt, workers):
-    """A :class:`ShardedEvaluator` for ``workers > 1`` when the batches can be split, else a :class:`SerialEvaluator`."""
-    if workers is None or workers <= 1:
-        return SerialEvaluator(opt)
+def forked_evaluator(opt, workers):
+    """A :class:`ShardedEvaluator` for ``workers > 1`` when the batches can be split, else None."""
     if all(ax is None for ax in opt.case_axes):
         log.warning("workers=%d ignored: no input has a case axis to split", workers)
-        return SerialEvaluator(opt)
+        return None
     if "fork" not in multiprocessing.get_all_start_methods():
         log.warning("workers=%d ignored: this platform cannot fork", workers)
-        return SerialEvaluator(opt)
-    # compile in this process first: the workers inherit the compiled functions
-    opt.compile(("gradient", "cost"))
-    if opt.curvature == "hessian":
-        opt.compile(("hessian",))
-    elif opt.cache_forward:
-        opt._cached_gv_functions()
-    else:
-        opt.compile(("gauss_newton",))
+        return None
+    opt.compile_needed()  # in this process first: the workers inherit the compiled functions
     log.info("evaluating on %d shards (%d worker processes, pid %d)", workers, workers - 1, os.getpid())
     return ShardedEvaluator(opt, workers)

@@ -21,7 +21,7 @@ from numbers import Real
 
 import numpy as np
 
-from .errors import ArgumentError
+from hf_symbolic.errors import ArgumentError
 
 __all__ = ["reduction_ratio", "levenberg_marquardt", "DampingRule"]
 

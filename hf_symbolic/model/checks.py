@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BatchError, ModelSpecError
+from hf_symbolic.errors import BatchError, ModelSpecError
+from hf_symbolic.model.kinds import KINDS
 
 __all__ = ["ModelSpec", "check_model", "check_batch", "check_mode", "CURVATURES"]
 
-CURVATURES = ("gauss-newton", "hessian")
+CURVATURES = tuple(KINDS)
 
 # Kinds of the values of a Python list that a batch conversion accepts, by the input's dtype kind.
 _CONVERTIBLE = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc"}
