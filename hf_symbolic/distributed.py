@@ -135,7 +135,7 @@ def _configure_blas(driver_ldflags):
     """Link the same BLAS as the training process when this worker's PyTensor has none configured."""
     import pytensor
 
-    from .backend import openblas_available
+    from .graph.backend import openblas_available
 
     if pytensor.config.blas__ldflags or not driver_ldflags:
         return

@@ -109,7 +109,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
         self.case_axes = self._check_case_axes(case_axes)
         self.cache_forward = bool(cache_forward)
         if mode is None:
-            from .backend import default_mode
+            from .graph.backend import default_mode
 
             mode = default_mode()
         self._mode = check_mode(mode)
@@ -170,7 +170,7 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             outs = clone_replace([g.gradient], replace=dict(zip(self.inputs, ins)), rebuild_strict=False)
         else:  # pragma: no cover - internal
             raise KeyError(name)
-        from .backend import compile_flags
+        from .graph.backend import compile_flags
 
         t0 = time.perf_counter()
         with compile_flags(self._mode if self._mode is not None else pytensor.config.mode):
@@ -399,8 +399,8 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             return self._functions[key]
         import pytensor
 
-        from .backend import compile_flags
-        from .linearize import partial_eval
+        from .graph.backend import compile_flags
+        from .graph.partial_eval import partial_eval
 
         g = self._graphs
         varying = [g.v, g.coefficient] if self.has_structural_damping else [g.v]

@@ -368,7 +368,7 @@ def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=N
             resumed = True
             log.info("resumed from %s at update %d (lambda=%.4g)", save_progress, run.update, run.lam)
         history = HistoryWriter(history_file, truncate_to=run.update if resumed else None) if history_file else None
-        from .backend import blas_threads as _limit
+        from .graph.backend import blas_threads as _limit
         from .memory import reuse_freed_memory
         from .parallel import make_evaluator
 

@@ -16,7 +16,7 @@ length or the second's first length, from the static shapes) by
 are the same products; only a zero's sign may differ from a BLAS that adds
 the product to a zero. It runs after the ``scan`` push-out rewrites, so a
 product inside a loop body stays there and fuses, and in hf_symbolic's own
-compiles only, like :mod:`hf_symbolic.loops`.
+compiles only, like :mod:`hf_symbolic.graph.rewrites.row_loops`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pytensor.compile import optdb
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.math import Dot
 
-from .loops import _WhenActive
+from .row_loops import _WhenActive
 
 __all__ = ["outer_product_as_mul"]
 

@@ -7,7 +7,7 @@ input); otherwise, and that is every multi-input op on arrays whose shapes
 are known only at run time, it uses a generic loop nest whose strides are
 run-time variables. GCC vectorizes the flat loop but not the generic one, so
 ``tanh(x + b)`` over a 1000x100 float32 batch took 4.1 ms where ``tanh(x)``
-took 0.16 ms (glibc's vector ``tanh``, see :mod:`hf_symbolic.backend`); the
+took 0.16 ms (glibc's vector ``tanh``, see :mod:`hf_symbolic.graph.backend`); the
 same holds for ``tanh(x + y)`` with two equally shaped matrices. A tanh RNN
 evaluates such ops at every step of every forward, gradient and curvature
 pass.
@@ -21,13 +21,13 @@ on the last axis only, like ``x[:, None]``) or a scalar, it runs
 vectorizes (``#pragma GCC ivdep``: the only aliasing an elementwise op allows
 is an output written in place of an input at the same index). Otherwise the
 unchanged PyTensor loop runs. The element code is the op's own scalar C code,
-so results are those of the generic loop (``tests/test_loops.py`` compares
+so results are those of the generic loop (``tests/graph/test_loops.py`` compares
 them bit for bit).
 
 The rewrite that installs it (:data:`row_elemwise_rewriter`) is registered in
 PyTensor's rewrite database at import of :mod:`hf_symbolic`, after fusion and
 the in-place rewrites, and acts only inside :func:`active` (which
-:func:`hf_symbolic.backend.compile_flags` enters for hf_symbolic's own
+:func:`hf_symbolic.graph.backend.compile_flags` enters for hf_symbolic's own
 compiles, including the inner functions of ``scan``); every other PyTensor
 function of the process is compiled as before. Set
 ``HF_SYMBOLIC_ROW_LOOPS=0`` to turn it off.
@@ -109,7 +109,7 @@ class RowElemwise(Elemwise):
     Examples
     --------
     >>> import numpy as np, pytensor, pytensor.tensor as pt
-    >>> from hf_symbolic import backend
+    >>> from hf_symbolic.graph import backend
     >>> x, b = pt.matrix("x"), pt.vector("b")
     >>> with backend.compile_flags():
     ...     f = pytensor.function([x, b], pt.tanh(x + b), mode=backend.default_mode())

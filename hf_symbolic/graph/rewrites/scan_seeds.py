@@ -22,7 +22,7 @@ into it, drop it for a plain recurrence started at the seed
 (:data:`seed_as_initial_state`; for a 100-unit RNN on 1000 sequences of
 100 steps that is a 40 MB fill and an addition of zeros at every step, per
 gradient and per curvature product). All run in hf_symbolic's
-own compiles only, like :mod:`hf_symbolic.loops`.
+own compiles only, like :mod:`hf_symbolic.graph.rewrites.row_loops`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pytensor.tensor.exceptions import NotScalarConstantError
 from pytensor.tensor.shape import Reshape, Shape_i
 from pytensor.tensor.subtensor import IncSubtensor, Subtensor, get_idx_list
 
-from .loops import _WhenActive
+from .row_loops import _WhenActive
 
 __all__ = ["flatten_moved_axis", "last_step_seed", "seed_as_initial_state"]
 
@@ -190,7 +190,7 @@ def _seed_as_initial_state(fgraph, node):
     """
     from pytensor.scan.utils import ScanArgs, expand_empty
 
-    from .linearize import _scan_rebuild
+    from ..partial_eval import _scan_rebuild
 
     op = node.op
     if op.info.as_while or not op.info.mit_mot_in_slices:

@@ -26,9 +26,9 @@ finite-math assumptions) for the functions hf_symbolic compiles, so the user's
 other PyTensor functions are untouched; the cache key of a compiled module
 includes its flags. Measured: ``tanh`` of 100,000 float32 values 2.8 ms ->
 0.11 ms; results within 1 ulp of numpy in float32 and 2 ulp in float64, with
-NaN, +-inf and signed zeros preserved (``tests/test_vector_math.py``). Only
+NaN, +-inf and signed zeros preserved (``tests/graph/test_vector_math.py``). Only
 loops with unit strides vectorize: PyTensor's own flat loop (single input,
-or equal static shapes) and the row loop of :mod:`hf_symbolic.loops`, which
+or equal static shapes) and the row loop of :mod:`hf_symbolic.graph.rewrites.row_loops`, which
 :func:`compile_flags` also switches on (``tanh(x + b)`` with a bias ``b`` on
 a 1000x100 float32 batch: 4.1 ms -> 0.2 ms). Set
 ``HF_SYMBOLIC_VECTOR_MATH=0`` to compile without the vector math,
@@ -148,8 +148,8 @@ def compile_flags(mode=None):
     A context that appends ``-D__FAST_MATH__`` to ``gcc__cxxflags``
     (unless ``HF_SYMBOLIC_VECTOR_MATH=0``, no C compiler is configured, or the
     flag is already there) and turns on hf_symbolic's own rewrites
-    (:mod:`hf_symbolic.loops`, :mod:`hf_symbolic.layout`,
-    :mod:`hf_symbolic.rank_one`) for the functions
+    (:mod:`hf_symbolic.graph.rewrites.row_loops`, :mod:`hf_symbolic.graph.rewrites.scan_seeds`,
+    :mod:`hf_symbolic.graph.rewrites.rank_one`) for the functions
     compiled inside it. Backends that do not compile C code ignore the flag;
     the rewrites apply only when ``mode`` is None (taken as C) or runs C code
     (JAX, for one, needs the constant reshape lengths they may replace).
@@ -165,11 +165,11 @@ def compile_flags(mode=None):
     """
     import pytensor
 
-    from . import layout, loops, rank_one  # noqa: F401  (layout and rank_one register rewrites on import)
+    from .rewrites import rank_one, row_loops, scan_seeds  # noqa: F401  (scan_seeds and rank_one register rewrites on import)
 
     with contextlib.ExitStack() as stack:
         if _runs_c(mode):
-            stack.enter_context(loops.active())
+            stack.enter_context(row_loops.active())
         flags = pytensor.config.gcc__cxxflags or ""
         if (os.environ.get("HF_SYMBOLIC_VECTOR_MATH", "1").strip().lower() not in ("0", "false", "no", "off")
                 and pytensor.config.cxx and VECTOR_MATH_FLAG not in flags.split()):
