@@ -35,12 +35,14 @@ from pytensor.graph.basic import Constant, equal_computations
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.graph.traversal import io_toposort
 from pytensor.scan.op import Scan
+from pytensor.scan.utils import ScanArgs, expand_empty
 from pytensor.tensor.basic import Alloc, get_underlying_scalar_constant_value
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.exceptions import NotScalarConstantError
 from pytensor.tensor.shape import Reshape, Shape_i
 from pytensor.tensor.subtensor import IncSubtensor, Subtensor, get_idx_list
 
+from ..partial_eval.scans import _scan_rebuild
 from .row_loops import _WhenActive
 
 __all__ = ["flatten_moved_axis", "last_step_seed", "seed_as_initial_state"]
@@ -188,10 +190,6 @@ def _seed_as_initial_state(fgraph, node):
     plain recurrence ``s_t = f(s_{t-1})`` started at that first step (a
     "sit-sot"), whose trace has the same layout as the buffer.
     """
-    from pytensor.scan.utils import ScanArgs, expand_empty
-
-    from ..partial_eval import _scan_rebuild
-
     op = node.op
     if op.info.as_while or not op.info.mit_mot_in_slices:
         return None
