@@ -57,7 +57,7 @@ def resolve_backend(name):
     import pytensor
 
     if name == "default":
-        from hf_symbolic.backend import default_mode
+        from hf_symbolic.graph.backend import default_mode
 
         mode = default_mode()
         return mode, f"default_mode()={mode!r}"
@@ -257,7 +257,7 @@ def main(argv=None):
     threadpool_limits(args.threads)
     print(f"# pytensor {pytensor.__version__}  threads={args.threads}  reps={args.reps}  rounds={args.rounds}"
           f"{'  SMALL workloads' if args.small else ''}")
-    from hf_symbolic.backend import default_mode
+    from hf_symbolic.graph.backend import default_mode
 
     # resolved once, first: default_mode() may set blas__ldflags=-lopenblas for the whole process,
     # so that the CVM rows link the same BLAS whatever the order of --backends

@@ -69,7 +69,7 @@ def preload_blas():
     import pytensor.tensor as pt
     import scipy.linalg  # noqa: F401
 
-    from hf_symbolic.backend import default_mode
+    from hf_symbolic.graph.backend import default_mode
 
     mode = default_mode()
     a = pt.matrix("a", dtype="float64")

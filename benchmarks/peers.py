@@ -398,7 +398,7 @@ def main(argv=None):
     ap.add_argument("--dtypes", default="float32", help="comma-separated: float32, float64")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)}")
     ap.add_argument("--backend", default="default",
-                    help="hf_symbolic's PyTensor mode: 'default' (hf_symbolic.backend.default_mode()), CVM, NUMBA, JAX")
+                    help="hf_symbolic's PyTensor mode: 'default' (hf_symbolic.graph.backend.default_mode()), CVM, NUMBA, JAX")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--products", type=int, default=50,
                     help="Gv products per update for the per-update column (CG iterations)")
@@ -413,7 +413,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
     import pytensor
 
-    from hf_symbolic.backend import default_mode
+    from hf_symbolic.graph.backend import default_mode
 
     mode = default_mode() if args.backend == "default" else args.backend
     print(f"# pytensor {pytensor.__version__}  hf_symbolic mode={mode!r}  blas__ldflags={pytensor.config.blas__ldflags!r}"

@@ -5,7 +5,7 @@ Gauss-Newton (or Hessian) products of a PyTensor model and trains it with
 Martens' Hessian-free method.
 """
 
-from . import backend as _backend
+from .graph import backend as _backend
 
 _backend.configure_blas_before_import()
 

@@ -13,7 +13,7 @@ import contextlib
 
 import numpy as np
 
-from hf_symbolic.backend import blas_threads as limit_blas_threads
+from hf_symbolic.graph.backend import blas_threads as limit_blas_threads
 from hf_symbolic.errors import ArgumentError
 from hf_symbolic.evaluate import make_evaluator
 from hf_symbolic.model.model import CurvatureOperator, Model

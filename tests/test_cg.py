@@ -1,4 +1,4 @@
-"""Tests of hf_symbolic.cg: PCG against numpy/scipy, Martens' rule, iterate grid, backtracking."""
+"""Tests of hf_symbolic.solve.cg and .backtrack: PCG against numpy/scipy, Martens' rule, iterate grid, backtracking."""
 
 import math
 from fractions import Fraction

@@ -1,4 +1,4 @@
-"""Tests of hf_symbolic.checkpoint: round trip, tamper/corruption detection, atomic writes, lock."""
+"""Tests of hf_symbolic.train.checkpoint: round trip, tamper/corruption detection, atomic writes, lock."""
 
 import errno
 import io

@@ -1,4 +1,4 @@
-"""Tests of hf_symbolic.dataset: 2012 SequenceDataset semantics, BatchDataset, RNG and resume."""
+"""Tests of hf_symbolic.train.data: 2012 SequenceDataset semantics, BatchDataset, RNG and resume."""
 
 import io
 import json

@@ -188,7 +188,7 @@ def test_a_failed_directory_fsync_is_a_warning_and_the_checkpoint_is_complete(pr
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", failing_directory_fsync)
-    with caplog.at_level(logging.WARNING, logger="hf_symbolic.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="hf_symbolic.train.checkpoint"):
         save_checkpoint(path, *_new_content())
     monkeypatch.undo()
     assert any("fsync of directory" in r.getMessage() and os.strerror(errno.EIO) in r.getMessage()
@@ -215,7 +215,7 @@ def test_a_lock_whose_pid_cannot_be_written_still_locks(tmp_path, monkeypatch, c
         raise _oserror(errno.ENOSPC)
 
     monkeypatch.setattr(os, "write", full)
-    with caplog.at_level(logging.WARNING, logger="hf_symbolic.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="hf_symbolic.train.checkpoint"):
         lock = CheckpointLock(path).acquire()
     monkeypatch.undo()
     try:

@@ -2,7 +2,7 @@
 
 ``hf_optimizer.train(..., client=client)`` with a ``dask.distributed.Client``
 splits every gradient and CG batch into one shard of cases per worker (along
-:attr:`hf_optimizer.case_axes`, as :mod:`hf_symbolic.parallel` does with forked
+:attr:`hf_optimizer.case_axes`, as :mod:`hf_symbolic.evaluate.forked` does with forked
 processes) and computes the gradient, the costs and the curvature products on
 the workers. Each worker holds a :class:`ShardServer` (a Dask actor): it
 rebuilds the model once from the pickled symbolic graph, compiles its
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import time
 import uuid
@@ -38,6 +37,7 @@ import weakref
 
 import numpy as np
 
+from hf_symbolic._env import env_flag
 from hf_symbolic.errors import ArgumentError, HFError
 from hf_symbolic.evaluate.base import Evaluator, split_cases
 from hf_symbolic.evaluate.dask_worker import ShardServer, _close, _ShmRef
@@ -141,7 +141,7 @@ def _worker_addresses(client):
 
 
 def _shm_enabled():
-    return os.environ.get("HF_SYMBOLIC_DASK_SHM", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag("HF_SYMBOLIC_DASK_SHM")
 
 
 class _Staged:
@@ -154,7 +154,7 @@ class _Staged:
 
 
 class DaskEvaluator(Evaluator):
-    """The evaluator interface of :mod:`hf_symbolic.parallel` on the workers of a Dask cluster.
+    """The :class:`~hf_symbolic.evaluate.base.Evaluator` contract on the workers of a Dask cluster.
 
     Parameters
     ----------

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from hf_symbolic.errors import ArgumentError
+from hf_symbolic.graph.backend import openblas_available
 from hf_symbolic.model.model import Model
 
 __all__ = ["ShardServer"]
@@ -35,7 +36,6 @@ def _configure_blas(driver_ldflags):
     """Link the same BLAS as the training process when this worker's PyTensor has none configured."""
     import pytensor
 
-    from hf_symbolic.backend import openblas_available
 
     if pytensor.config.blas__ldflags or not driver_ldflags:
         return

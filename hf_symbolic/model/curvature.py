@@ -111,7 +111,7 @@ def _loss_hessian_product(cost, split, jv):
     When ``dL/ds`` is elementwise in ``s`` (a sum of per-element losses, as
     the usual output losses and the structural-damping distance are),
     ``H_L`` is diagonal and the product is ``diag(H_L) * Jv``, with the
-    diagonal a graph of ``s`` alone: :func:`~hf_symbolic.linearize.partial_eval`
+    diagonal a graph of ``s`` alone: :func:`~hf_symbolic.graph.partial_eval.partial_eval`
     then stores it once per update instead of re-evaluating the loss's second
     derivative, term by term, on every product.
     """
@@ -184,7 +184,7 @@ class CurvatureGraphs:
 
 
 def build_curvature_graphs(spec, layout) -> CurvatureGraphs:
-    """Build every graph the optimizer compiles, for a validated :class:`~hf_symbolic.validation.ModelSpec`."""
+    """Build every graph the optimizer compiles, for a validated :class:`~hf_symbolic.model.checks.ModelSpec`."""
     import pytensor.tensor as pt
     from pytensor.gradient import grad
 

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from hf_symbolic.graph.backend import compile_flags, default_mode
+from hf_symbolic.graph.partial_eval import partial_eval
 from hf_symbolic.model.curvature import build_curvature_graphs
 from hf_symbolic.errors import ArgumentError, BatchError, ModelSpecError
 from hf_symbolic.model.flat import FlatLayout
@@ -83,7 +85,7 @@ class Model:
     cache_forward : bool
         Compute the direction-independent part of the Gauss-Newton product
         (the forward pass on the CG batch) once per CG run and reuse it for
-        every product (see :mod:`hf_symbolic.linearize`). Same results, fewer
+        every product (see :mod:`hf_symbolic.graph.partial_eval`). Same results, fewer
         operations; False compiles the plain product.
     case_axes : int, None or list, optional
         For each input, the axis that indexes cases (None: the whole array is
@@ -113,8 +115,6 @@ class Model:
         self.case_axes = self._check_case_axes(case_axes)
         self.cache_forward = bool(cache_forward)
         if mode is None:
-            from hf_symbolic.backend import default_mode
-
             mode = default_mode()
         self._mode = check_mode(mode)
         self.mode = mode
@@ -180,7 +180,6 @@ class Model:
             outs = clone_replace([g.gradient], replace=dict(zip(self.inputs, ins)), rebuild_strict=False)
         else:  # pragma: no cover - internal
             raise KeyError(name)
-        from hf_symbolic.backend import compile_flags
 
         t0 = time.perf_counter()
         with compile_flags(self._mode if self._mode is not None else pytensor.config.mode):
@@ -294,8 +293,6 @@ class Model:
             return self._functions[key]
         import pytensor
 
-        from hf_symbolic.backend import compile_flags
-        from hf_symbolic.linearize import partial_eval
 
         g = self._graphs
         varying = [g.v, g.coefficient] if self.has_structural_damping else [g.v]

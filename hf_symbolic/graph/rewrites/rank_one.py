@@ -16,17 +16,14 @@ length or the second's first length, from the static shapes) by
 are the same products; only a zero's sign may differ from a BLAS that adds
 the product to a zero. It runs after the ``scan`` push-out rewrites, so a
 product inside a loop body stays there and fuses, and in hf_symbolic's own
-compiles only, like :mod:`hf_symbolic.loops`.
+compiles only (the gate of :mod:`hf_symbolic.graph.rewrites`).
 """
 
 from __future__ import annotations
 
 import pytensor.tensor as pt
-from pytensor.compile import optdb
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.math import Dot
-
-from .loops import _WhenActive
 
 __all__ = ["outer_product_as_mul"]
 
@@ -43,8 +40,4 @@ def _outer_product_as_mul(fgraph, node):
     return [pt.specify_shape(product.astype(out.dtype), out.type.shape)]
 
 
-outer_product_as_mul = _WhenActive(in2out(_outer_product_as_mul, ignore_newtrees=True))
-
-if "hf_symbolic_outer_product_as_mul" not in optdb:
-    # after scan_eqopt2 (1.6: products stay in loop bodies), before BLAS (1.7)
-    optdb.register("hf_symbolic_outer_product_as_mul", outer_product_as_mul, "fast_run", position=1.65)
+outer_product_as_mul = in2out(_outer_product_as_mul, ignore_newtrees=True)

@@ -7,7 +7,7 @@ input); otherwise, and that is every multi-input op on arrays whose shapes
 are known only at run time, it uses a generic loop nest whose strides are
 run-time variables. GCC vectorizes the flat loop but not the generic one, so
 ``tanh(x + b)`` over a 1000x100 float32 batch took 4.1 ms where ``tanh(x)``
-took 0.16 ms (glibc's vector ``tanh``, see :mod:`hf_symbolic.backend`); the
+took 0.16 ms (glibc's vector ``tanh``, see :mod:`hf_symbolic.graph.backend`); the
 same holds for ``tanh(x + y)`` with two equally shaped matrices. A tanh RNN
 evaluates such ops at every step of every forward, gradient and curvature
 pass.
@@ -21,53 +21,26 @@ on the last axis only, like ``x[:, None]``) or a scalar, it runs
 vectorizes (``#pragma GCC ivdep``: the only aliasing an elementwise op allows
 is an output written in place of an input at the same index). Otherwise the
 unchanged PyTensor loop runs. The element code is the op's own scalar C code,
-so results are those of the generic loop (``tests/test_loops.py`` compares
+so results are those of the generic loop (``tests/graph/test_loops.py`` compares
 them bit for bit).
 
 The rewrite that installs it (:data:`row_elemwise_rewriter`) is registered in
-PyTensor's rewrite database at import of :mod:`hf_symbolic`, after fusion and
-the in-place rewrites, and acts only inside :func:`active` (which
-:func:`hf_symbolic.backend.compile_flags` enters for hf_symbolic's own
-compiles, including the inner functions of ``scan``); every other PyTensor
-function of the process is compiled as before. Set
+PyTensor's rewrite database by the table of :mod:`hf_symbolic.graph.rewrites`,
+after fusion and the in-place rewrites, and acts only inside that package's
+gate (which :func:`hf_symbolic.graph.backend.compile_flags` enters for
+hf_symbolic's own compiles, including the inner functions of ``scan``); every
+other PyTensor function of the process is compiled as before. Set
 ``HF_SYMBOLIC_ROW_LOOPS=0`` to turn it off.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-
-from pytensor.compile import optdb
-from pytensor.graph.rewriting.basic import GraphRewriter, in2out, node_rewriter
+from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.elemwise import Elemwise
 
-__all__ = ["RowElemwise", "active", "enabled", "row_elemwise_rewriter"]
+__all__ = ["RowElemwise", "row_elemwise_rewriter"]
 
 VERSION = 2  # part of the compile cache key: change it with the generated code
-
-_state = threading.local()
-
-
-def enabled() -> bool:
-    """False when ``HF_SYMBOLIC_ROW_LOOPS`` is ``0``/``false``/``no``/``off``."""
-    return os.environ.get("HF_SYMBOLIC_ROW_LOOPS", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-@contextlib.contextmanager
-def active():
-    """Context in which compiled functions get :class:`RowElemwise` loops (when :func:`enabled`)."""
-    depth = getattr(_state, "depth", 0)
-    _state.depth = depth + 1
-    try:
-        yield
-    finally:
-        _state.depth = depth
-
-
-def _is_active() -> bool:
-    return getattr(_state, "depth", 0) > 0 and enabled()
 
 
 def _plan(node):
@@ -109,7 +82,7 @@ class RowElemwise(Elemwise):
     Examples
     --------
     >>> import numpy as np, pytensor, pytensor.tensor as pt
-    >>> from hf_symbolic import backend
+    >>> from hf_symbolic.graph import backend
     >>> x, b = pt.matrix("x"), pt.vector("b")
     >>> with backend.compile_flags():
     ...     f = pytensor.function([x, b], pt.tanh(x + b), mode=backend.default_mode())
@@ -220,22 +193,4 @@ def _use_row_elemwise(fgraph, node):
     return new.make_node(*node.inputs).outputs
 
 
-class _WhenActive(GraphRewriter):
-    """Runs ``rewriter`` only inside :func:`active`; a no-op for every other compile."""
-
-    def __init__(self, rewriter):
-        self.rewriter = rewriter
-
-    def add_requirements(self, fgraph):
-        self.rewriter.add_requirements(fgraph)
-
-    def apply(self, fgraph):
-        if _is_active():
-            return self.rewriter.apply(fgraph)
-        return None
-
-
-row_elemwise_rewriter = _WhenActive(in2out(_use_row_elemwise, ignore_newtrees=True))
-
-if "hf_symbolic_row_elemwise" not in optdb:
-    optdb.register("hf_symbolic_row_elemwise", row_elemwise_rewriter, "fast_run", position=99.5)
+row_elemwise_rewriter = in2out(_use_row_elemwise, ignore_newtrees=True)

@@ -1,4 +1,4 @@
-"""hf_symbolic compiles its C code with glibc's vector math (``backend.compile_flags``).
+"""hf_symbolic compiles its C code with glibc's vector math (``hf_symbolic.graph.backend.compile_flags``).
 
 The flag must change only hf_symbolic's own functions, keep elementwise
 results within a few ulp of numpy's, and keep IEEE special values.
@@ -9,7 +9,8 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from hf_symbolic import backend, hf_optimizer
+from hf_symbolic import hf_optimizer
+from hf_symbolic.graph import backend
 
 needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
 

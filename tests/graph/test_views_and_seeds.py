@@ -1,4 +1,4 @@
-"""``hf_symbolic.layout``: ``reshape(transpose(h, (2, 0, 1)), (H, -1))`` becomes a view, values unchanged."""
+"""``hf_symbolic.graph.rewrites.views`` and ``.scan_seeds``: ``reshape(transpose(h, (2, 0, 1)), (H, -1))`` becomes a view, values unchanged."""
 
 import numpy as np
 import pytensor
@@ -7,7 +7,8 @@ import pytest
 from pytensor.tensor.elemwise import DimShuffle
 from pytensor.tensor.shape import Reshape
 
-from hf_symbolic import backend, hf_optimizer
+from hf_symbolic import hf_optimizer
+from hf_symbolic.graph import backend
 
 needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
 

@@ -1,4 +1,4 @@
-"""The vectorizable elementwise loop (``hf_symbolic.loops.RowElemwise``).
+"""The vectorizable elementwise loop (``hf_symbolic.graph.rewrites.row_loops.RowElemwise``).
 
 Compiled without vector math, its results must equal PyTensor's own loop bit
 for bit (same scalar code, same order of operations per element), on every
@@ -12,7 +12,9 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from hf_symbolic import backend, hf_optimizer, loops
+from hf_symbolic import hf_optimizer
+from hf_symbolic.graph import backend
+from hf_symbolic.graph.rewrites.row_loops import RowElemwise
 from pytensor.scan.op import Scan
 
 needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
@@ -28,7 +30,7 @@ def _compile(inputs, outputs, row_loops, monkeypatch, vector_math="0"):
 
 def _row_nodes(f):
     nodes = list(f.maker.fgraph.apply_nodes)
-    return [n for n in nodes if isinstance(n.op, loops.RowElemwise)]
+    return [n for n in nodes if isinstance(n.op, RowElemwise)]
 
 
 def _pair(inputs, outputs, monkeypatch):
@@ -183,4 +185,4 @@ def test_scan_inner_functions_get_the_row_loop(monkeypatch):
     scans = [n.op for n in fn.maker.fgraph.apply_nodes if isinstance(n.op, Scan)]
     assert scans
     inner = [n for op in scans for n in op.fn.maker.fgraph.apply_nodes]
-    assert any(isinstance(n.op, loops.RowElemwise) for n in inner)
+    assert any(isinstance(n.op, RowElemwise) for n in inner)

@@ -1,19 +1,4 @@
-"""Rewrites that spare copies and fills: a moved axis flattened as a view, backward-loop seeds.
-
-PyTensor's ``scan`` push-out turns the weight gradient of a recurrent layer,
-``sum_t h_t^T g_t``, into one product of a ``(H, T*B)`` matrix with a
-``(T*B, H)`` one, the first built as ``reshape(transpose(h, (2, 0, 1)), (H, -1))``.
-That reshape cannot be a view: it copies all of ``h`` (T x B x H values)
-through a strided transpose on every call. For a tanh RNN with T=100,
-B=1000, H=100 in float32 the copy took 50 ms of a 245 ms gradient on the
-2-core development machine.
-
-The same matrix is ``reshape(h, (-1, H)).T``: a view of ``h`` when ``h`` is
-C-contiguous, which BLAS reads as a transposed operand. The rewrite here
-(:data:`flatten_moved_axis`) replaces the first form by the second when the
-target's first length is the moved axis's length (the constant ``H`` of the
-static shape, ``h.shape[-1]``, or a length shape inference equates with it). Values are unchanged: it
-only re-describes which element goes where.
+"""Backward-loop seeds: one fill, or the seed as a loop's initial state, instead of zero buffers.
 
 The backward loop of a cost that reads only a loop's last state starts from
 a buffer that is zero except for that state's gradient: two rewrites here
@@ -21,8 +6,8 @@ build it with one fill (:data:`last_step_seed`) or, when the loop only adds
 into it, drop it for a plain recurrence started at the seed
 (:data:`seed_as_initial_state`; for a 100-unit RNN on 1000 sequences of
 100 steps that is a 40 MB fill and an addition of zeros at every step, per
-gradient and per curvature product). All run in hf_symbolic's
-own compiles only, like :mod:`hf_symbolic.loops`.
+gradient and per curvature product). Both run in hf_symbolic's own compiles
+only (the gate of :mod:`hf_symbolic.graph.rewrites`).
 """
 
 from __future__ import annotations
@@ -30,64 +15,18 @@ from __future__ import annotations
 import numpy as np
 import pytensor.scalar as ps
 import pytensor.tensor as pt
-from pytensor.compile import optdb
-from pytensor.graph.basic import Constant, equal_computations
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.graph.traversal import io_toposort
 from pytensor.scan.op import Scan
+from pytensor.scan.utils import ScanArgs, expand_empty
 from pytensor.tensor.basic import Alloc, get_underlying_scalar_constant_value
-from pytensor.tensor.elemwise import DimShuffle, Elemwise
+from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.exceptions import NotScalarConstantError
-from pytensor.tensor.shape import Reshape, Shape_i
 from pytensor.tensor.subtensor import IncSubtensor, Subtensor, get_idx_list
 
-from .loops import _WhenActive
+from ..partial_eval.scans import _scan_rebuild
 
-__all__ = ["flatten_moved_axis", "last_step_seed", "seed_as_initial_state"]
-
-
-def _first_length_is(fgraph, shape, x):
-    """True when ``shape[0]`` is surely ``x.shape[-1]``."""
-    last = x.type.shape[-1]
-    if isinstance(shape, Constant):
-        value = np.asarray(shape.data)
-        return value.ndim == 1 and value.size == 2 and last is not None and int(value[0]) == last
-    owner = shape.owner
-    if owner is None or type(owner.op).__name__ != "MakeVector" or len(owner.inputs) != 2:
-        return False
-    first = owner.inputs[0]
-    if isinstance(first, Constant):
-        return last is not None and int(np.asarray(first.data)) == last
-    o = first.owner
-    if o is not None and isinstance(o.op, Shape_i) and o.op.i == x.ndim - 1 and o.inputs[0] is x:
-        return True
-    feature = getattr(fgraph, "shape_feature", None)  # lengths known to be equal by shape inference
-    if feature is not None and x in feature.shape_of:
-        known = feature.shape_of[x][-1]
-        return known is first or equal_computations([known], [first])
-    return False
-
-
-@node_rewriter([Reshape])
-def _flatten_moved_axis(fgraph, node):
-    out = node.outputs[0]
-    inp, shape = node.inputs
-    if out.ndim != 2 or inp.owner is None or not isinstance(inp.owner.op, DimShuffle):
-        return None
-    x = inp.owner.inputs[0]
-    nd = x.ndim
-    if nd < 3 or tuple(inp.owner.op.new_order) != (nd - 1, *range(nd - 1)):
-        return None
-    if not _first_length_is(fgraph, shape, x):
-        return None
-    if all(d is not None for d in x.type.shape):  # constant lengths (JAX traces only those)
-        target = (int(np.prod(x.type.shape[:-1])), int(x.type.shape[-1]))
-    else:
-        target = (-1, x.shape[-1])
-    new = pt.reshape(x, target, ndim=2).T
-    if new.type.dtype != out.type.dtype or not out.type.is_super(new.type):
-        return None
-    return [new]
+__all__ = ["last_step_seed", "seed_as_initial_state"]
 
 
 def _zeros(var) -> bool:
@@ -188,10 +127,6 @@ def _seed_as_initial_state(fgraph, node):
     plain recurrence ``s_t = f(s_{t-1})`` started at that first step (a
     "sit-sot"), whose trace has the same layout as the buffer.
     """
-    from pytensor.scan.utils import ScanArgs, expand_empty
-
-    from .linearize import _scan_rebuild
-
     op = node.op
     if op.info.as_while or not op.info.mit_mot_in_slices:
         return None
@@ -241,15 +176,5 @@ def _seed_as_initial_state(fgraph, node):
     return [pairs[o] for o in node.outputs]
 
 
-flatten_moved_axis = _WhenActive(in2out(_flatten_moved_axis, ignore_newtrees=True))
-last_step_seed = _WhenActive(in2out(_last_step_seed, ignore_newtrees=True))
-seed_as_initial_state = _WhenActive(in2out(_seed_as_initial_state, ignore_newtrees=True))
-
-if "hf_symbolic_flatten_moved_axis" not in optdb:
-    # before fusion and the in-place rewrites: the new views then take part in them
-    optdb.register("hf_symbolic_flatten_moved_axis", flatten_moved_axis, "fast_run", position=48.9)
-if "hf_symbolic_last_step_seed" not in optdb:
-    optdb.register("hf_symbolic_last_step_seed", last_step_seed, "fast_run", position=48.91)
-if "hf_symbolic_seed_as_initial_state" not in optdb:
-    # before scan_eqopt2 (1.6), whose trace reductions then see the new recurrence
-    optdb.register("hf_symbolic_seed_as_initial_state", seed_as_initial_state, "fast_run", position=1.55)
+last_step_seed = in2out(_last_step_seed, ignore_newtrees=True)
+seed_as_initial_state = in2out(_seed_as_initial_state, ignore_newtrees=True)

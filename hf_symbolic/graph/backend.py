@@ -26,13 +26,14 @@ finite-math assumptions) for the functions hf_symbolic compiles, so the user's
 other PyTensor functions are untouched; the cache key of a compiled module
 includes its flags. Measured: ``tanh`` of 100,000 float32 values 2.8 ms ->
 0.11 ms; results within 1 ulp of numpy in float32 and 2 ulp in float64, with
-NaN, +-inf and signed zeros preserved (``tests/test_vector_math.py``). Only
+NaN, +-inf and signed zeros preserved (``tests/graph/test_vector_math.py``). Only
 loops with unit strides vectorize: PyTensor's own flat loop (single input,
-or equal static shapes) and the row loop of :mod:`hf_symbolic.loops`, which
+or equal static shapes) and the row loop of :mod:`hf_symbolic.graph.rewrites.row_loops`, which
 :func:`compile_flags` also switches on (``tanh(x + b)`` with a bias ``b`` on
 a 1000x100 float32 batch: 4.1 ms -> 0.2 ms). Set
 ``HF_SYMBOLIC_VECTOR_MATH=0`` to compile without the vector math,
-``HF_SYMBOLIC_ROW_LOOPS=0`` to keep PyTensor's loops.
+``HF_SYMBOLIC_ROW_LOOPS=0`` to keep PyTensor's loops (it switches off every
+rewrite of :mod:`hf_symbolic.graph.rewrites`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ import contextlib
 import glob
 import logging
 import os
+
+from hf_symbolic._env import env_flag
 
 __all__ = ["default_mode", "openblas_available", "configure_blas_before_import", "blas_threads", "compile_flags"]
 
@@ -147,12 +150,13 @@ def compile_flags(mode=None):
 
     A context that appends ``-D__FAST_MATH__`` to ``gcc__cxxflags``
     (unless ``HF_SYMBOLIC_VECTOR_MATH=0``, no C compiler is configured, or the
-    flag is already there) and turns on hf_symbolic's own rewrites
-    (:mod:`hf_symbolic.loops`, :mod:`hf_symbolic.layout`,
-    :mod:`hf_symbolic.rank_one`) for the functions
+    flag is already there) and opens the gate of hf_symbolic's own rewrites
+    (the table of :mod:`hf_symbolic.graph.rewrites`) for the functions
     compiled inside it. Backends that do not compile C code ignore the flag;
-    the rewrites apply only when ``mode`` is None (taken as C) or runs C code
-    (JAX, for one, needs the constant reshape lengths they may replace).
+    each rewrite applies to the kinds of mode its table entry names, today
+    all of them to C code only: ``mode`` None (taken as C) or a mode that
+    runs C code (JAX, for one, needs the constant reshape lengths they may
+    replace).
 
     Examples
     --------
@@ -163,15 +167,16 @@ def compile_flags(mode=None):
     >>> float(f([0.0])[0])
     0.0
     """
+    # Imported here, not at the top: this module runs before PyTensor is
+    # imported (configure_blas_before_import), and these import PyTensor.
     import pytensor
 
-    from . import layout, loops, rank_one  # noqa: F401  (layout and rank_one register rewrites on import)
+    from . import rewrites  # registers the rewrite table on first import
 
     with contextlib.ExitStack() as stack:
-        if _runs_c(mode):
-            stack.enter_context(loops.active())
+        stack.enter_context(rewrites.active("c" if _runs_c(mode) else "other"))
         flags = pytensor.config.gcc__cxxflags or ""
-        if (os.environ.get("HF_SYMBOLIC_VECTOR_MATH", "1").strip().lower() not in ("0", "false", "no", "off")
+        if (env_flag("HF_SYMBOLIC_VECTOR_MATH")
                 and pytensor.config.cxx and VECTOR_MATH_FLAG not in flags.split()):
             stack.enter_context(pytensor.config.change_flags(gcc__cxxflags=(flags + " " + VECTOR_MATH_FLAG).strip()))
         yield

@@ -1,4 +1,4 @@
-"""Tests of hf_symbolic.linearize.partial_eval (cached forward pass for Gv products).
+"""Tests of hf_symbolic.graph.partial_eval.partial_eval (cached forward pass for Gv products).
 
 Each model is built directly with PyTensor; the Gauss-Newton product is built with
 the 2012 recipe (Jv by pushforward, H_L Jv by differentiating <dL/ds, Jv>, Gv by
@@ -18,7 +18,7 @@ from pytensor.scan.utils import ScanArgs
 from pytensor.tensor.special import log_softmax
 
 from hf_symbolic.errors import ModelSpecError
-from hf_symbolic.linearize import PartialEvaluation, partial_eval
+from hf_symbolic.graph.partial_eval import PartialEvaluation, partial_eval
 
 MODE = "FAST_COMPILE"
 RTOL = {"float64": 1e-12, "float32": 1e-5}
