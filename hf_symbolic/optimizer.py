@@ -15,7 +15,7 @@ import numpy as np
 
 from hf_symbolic.graph.backend import blas_threads as limit_blas_threads
 from hf_symbolic.errors import ArgumentError
-from hf_symbolic.evaluate import make_evaluator
+from hf_symbolic.evaluate import check_evaluator_name, make_evaluator
 from hf_symbolic.model.model import CurvatureOperator, Model
 from hf_symbolic.train.first_order import AdamStep, SGDStep
 from hf_symbolic.train.hf_step import HFStep
@@ -103,6 +103,7 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
         workers=1,
         client=None,
         reuse_memory=True,
+        evaluator=None,
         **options,
     ):
         """Train with Hessian-free optimization (the 2012 signature, plus keyword-only options).
@@ -166,6 +167,10 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
             ``mallopt``; :mod:`hf_symbolic.train.memory`): the large temporaries of
             each product then skip the kernel's page zeroing. Restored, and the
             memory given back, when ``train`` returns. Changes no value.
+        evaluator : str, optional
+            A name in :data:`hf_symbolic.evaluate.EVALUATORS` (``"serial"``,
+            ``"forked"``, ``"dask"`` or one registered there); None picks one
+            from ``workers`` and ``client``.
         **options
             Any field of :class:`~hf_symbolic.train.options.TrainOptions`:
             ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
@@ -199,8 +204,9 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
             from hf_symbolic.evaluate.dask import check_client
 
             check_client(client)
+        check_evaluator_name(evaluator)
         rule = HFStep(self, opts, lambda: make_evaluator(self, workers=workers, client=client,
-                                                         blas_threads=blas_threads))
+                                                         blas_threads=blas_threads, name=evaluator))
         result = run_training(self, rule, opts.loop_settings(), gradient_dataset, cg_dataset, validation=validation,
                               save_progress=save_progress, callback=callback, history_file=history_file,
                               environment=_environment(blas_threads, reuse_memory))

@@ -4,18 +4,21 @@ One contract (:class:`~hf_symbolic.evaluate.base.Evaluator`) and one
 registration table (:data:`EVALUATORS`): ``serial`` (this process),
 ``forked`` (shards of cases in forked worker processes) and ``dask`` (shards
 on the workers of a Dask cluster). A new evaluator is one module and one
-line in the table. :func:`make_evaluator` picks one from ``train``'s
-``workers`` and ``client`` arguments.
+line in the table; ``train(evaluator="name")`` selects it, and by default
+:func:`make_evaluator` picks one from ``train``'s ``workers`` and ``client``
+arguments.
 """
 
 from __future__ import annotations
 
 import logging
 
+from hf_symbolic.errors import ArgumentError
+
 from hf_symbolic.evaluate.base import Evaluator, split_cases
 from hf_symbolic.evaluate.serial import SerialEvaluator
 
-__all__ = ["Evaluator", "SerialEvaluator", "EVALUATORS", "make_evaluator", "split_cases"]
+__all__ = ["Evaluator", "SerialEvaluator", "EVALUATORS", "make_evaluator", "check_evaluator_name", "split_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,17 @@ EVALUATORS = {
 }
 
 
-def make_evaluator(model, workers=1, client=None, blas_threads=1):
-    """The evaluator for ``train``'s settings: Dask with a client, forked with ``workers > 1``, else serial."""
-    if client is not None:
-        name = "dask"
-    elif workers is not None and workers > 1:
-        name = "forked"
-    else:
-        name = "serial"
+def check_evaluator_name(name):
+    """``name`` if it is None or registered in :data:`EVALUATORS`, else :class:`~hf_symbolic.errors.ArgumentError`."""
+    if name is not None and name not in EVALUATORS:
+        raise ArgumentError(f"evaluator={name!r} is unknown: expected None (chosen from workers and client) "
+                            f"or one of {sorted(EVALUATORS)}")
+    return name
+
+
+def make_evaluator(model, workers=1, client=None, blas_threads=1, name=None):
+    """The evaluator ``name``, or for None the one of ``train``'s settings: Dask with a client,
+    forked with ``workers > 1``, else serial."""
+    if check_evaluator_name(name) is None:
+        name = "dask" if client is not None else "forked" if workers is not None and workers > 1 else "serial"
     return EVALUATORS[name](model, workers=workers, client=client, blas_threads=blas_threads)

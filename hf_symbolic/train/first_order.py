@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from hf_symbolic.errors import ArgumentError, CheckpointCorruptError, CheckpointMismatchError
+from hf_symbolic._checks import check_bool, check_int, check_real
+from hf_symbolic.errors import CheckpointCorruptError, CheckpointMismatchError
 from hf_symbolic.train.loop import StepRule
 from hf_symbolic.train.stats import UpdateStats
 
@@ -31,21 +32,11 @@ __all__ = ["SGDStep", "AdamStep"]
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not (math.isfinite(value) and value > 0):
-        raise ArgumentError(f"{name}={value!r} is invalid: expected a finite number > 0")
-    return float(value)
+    return check_real(name, value, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def _fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not (0 <= value < 1):
-        raise ArgumentError(f"{name}={value!r} is invalid: expected a number in [0, 1)")
-    return float(value)
-
-
-def _count(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ArgumentError(f"{name}={value!r} is invalid: expected an integer >= 1")
-    return int(value)
+    return check_real(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 class _FirstOrder(StepRule):
@@ -56,7 +47,7 @@ class _FirstOrder(StepRule):
     def __init__(self, model, learning_rate, steps_per_update):
         self.model = model
         self.learning_rate = _positive("learning_rate", learning_rate)
-        self.steps_per_update = _count("steps_per_update", steps_per_update)
+        self.steps_per_update = check_int("steps_per_update", steps_per_update, 1)
         self.failure_message = self.failure_message.replace("{method}", self.label)
 
     label = "first-order"
@@ -154,9 +145,7 @@ class SGDStep(_FirstOrder):
     def __init__(self, model, learning_rate=0.01, momentum=0.9, steps_per_update=1, nesterov=False):
         super().__init__(model, learning_rate, steps_per_update)
         self.momentum = _fraction("momentum", momentum)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise ArgumentError(f"nesterov={nesterov!r} is invalid: expected True or False")
-        self.nesterov = bool(nesterov)
+        self.nesterov = check_bool("nesterov", nesterov)
         self.velocity = np.zeros(model.layout.size, dtype=model.layout.dtype)
 
     def options_json(self):

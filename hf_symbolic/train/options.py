@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from hf_symbolic.errors import ArgumentError
+from hf_symbolic._checks import bad, check_bool, check_int, check_real
 from hf_symbolic.solve.damping import DampingRule
 
 __all__ = ["TrainOptions", "LoopSettings", "RESUMABLE_CHANGES"]
@@ -27,20 +27,12 @@ class LoopSettings:
     max_failures: int = 5
 
     def __post_init__(self):
-        def bad(name, value, expected):
-            raise ArgumentError(f"{name}={value!r} is invalid: expected {expected}")
-
         for name in ("validation_frequency", "max_failures"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                bad(name, v, "an integer >= 1")
-        if not isinstance(self.num_updates, (int, np.integer)) or isinstance(self.num_updates, bool) or self.num_updates < 0:
-            bad("num_updates", self.num_updates, "an integer >= 0")
-        if not (self.patience > 0):
-            bad("patience", self.patience, "a number > 0 (numpy.inf for none)")
-        if self.time_budget is not None and not (self.time_budget > 0):
-            bad("time_budget", self.time_budget, "None or a number of seconds > 0")
-
+            check_int(name, getattr(self, name), 1)
+        check_int("num_updates", self.num_updates, 0)
+        check_real("patience", self.patience, lambda v: v > 0, "a number > 0 (numpy.inf for none)")
+        if self.time_budget is not None:
+            check_real("time_budget", self.time_budget, lambda v: v > 0, "None or a number of seconds > 0")
 
 
 @dataclass(frozen=True)
@@ -73,36 +65,28 @@ class TrainOptions:
     time_budget: float | None = None
 
     def __post_init__(self):
-        def bad(name, value, expected):
-            raise ArgumentError(f"{name}={value!r} is invalid: expected {expected}")
-
-        lam = self.initial_lambda
-        if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam > 0):
-            bad("initial_lambda", lam, "a finite number > 0")
-        if not (math.isfinite(self.mu) and self.mu >= 0):
-            bad("mu", self.mu, "a finite number >= 0")
-        for name in ("max_cg_iterations", "min_cg_iterations", "validation_frequency", "line_search_tries", "max_failures", "cg_window_min"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                bad(name, v, "an integer >= 1")
-        if not isinstance(self.num_updates, (int, np.integer)) or isinstance(self.num_updates, bool) or self.num_updates < 0:
-            bad("num_updates", self.num_updates, "an integer >= 0")
+        finite = math.isfinite
+        check_real("initial_lambda", self.initial_lambda, lambda v: finite(v) and v > 0, "a finite number > 0")
+        check_real("mu", self.mu, lambda v: finite(v) and v >= 0, "a finite number >= 0")
+        for name in ("max_cg_iterations", "min_cg_iterations", "validation_frequency", "line_search_tries",
+                     "max_failures", "cg_window_min"):
+            check_int(name, getattr(self, name), 1)
+        check_int("num_updates", self.num_updates, 0)
         if self.min_cg_iterations > self.max_cg_iterations:
             bad("min_cg_iterations", self.min_cg_iterations, f"at most max_cg_iterations={self.max_cg_iterations}")
-        if not (0 <= self.cg_decay <= 1):
-            bad("cg_decay", self.cg_decay, "a number in [0, 1]")
-        if not (self.patience > 0):
-            bad("patience", self.patience, "a number > 0 (numpy.inf for none)")
-        if not (0 < self.armijo_c < 1):
-            bad("armijo_c", self.armijo_c, "a number in (0, 1)")
-        if not (0 < self.line_search_shrink < 1):
-            bad("line_search_shrink", self.line_search_shrink, "a number in (0, 1)")
-        if not (0 <= self.preconditioner_exponent <= 1):
-            bad("preconditioner_exponent", self.preconditioner_exponent, "a number in [0, 1]")
-        if not (self.cg_epsilon >= 0):
-            bad("cg_epsilon", self.cg_epsilon, "a number >= 0")
-        if self.time_budget is not None and not (self.time_budget > 0):
-            bad("time_budget", self.time_budget, "None or a number of seconds > 0")
+        check_real("cg_decay", self.cg_decay, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        check_real("patience", self.patience, lambda v: v > 0, "a number > 0 (numpy.inf for none)")
+        check_real("armijo_c", self.armijo_c, lambda v: 0 < v < 1, "a number in (0, 1)")
+        check_real("line_search_shrink", self.line_search_shrink, lambda v: 0 < v < 1, "a number in (0, 1)")
+        check_real("preconditioner_exponent", self.preconditioner_exponent, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        check_real("cg_epsilon", self.cg_epsilon, lambda v: v >= 0, "a number >= 0")
+        check_real("cg_window_frac", self.cg_window_frac, lambda v: finite(v) and v >= 0, "a finite number >= 0")
+        check_real("cg_grid_gamma", self.cg_grid_gamma, lambda v: finite(v) and v > 1, "a finite number > 1")
+        check_real("cg_grid_start", self.cg_grid_start, lambda v: finite(v) and v > 0, "a finite number > 0")
+        if self.time_budget is not None:
+            check_real("time_budget", self.time_budget, lambda v: v > 0, "None or a number of seconds > 0")
+        for name in ("global_backtracking", "backtracking", "line_search"):
+            check_bool(name, getattr(self, name))
         if not (isinstance(self.preconditioner, (bool, np.bool_, str))
                 or (hasattr(self.preconditioner, "statistic") and callable(getattr(self.preconditioner, "diagonal", None)))):
             bad("preconditioner", self.preconditioner, "True, False, a registered name or a preconditioner object")

@@ -1,0 +1,63 @@
+"""Checkpoints written by release 0.1.0 still load and resume to the run release 0.1.0 made.
+
+``tests/data/release_0_1/make.py`` wrote the files with release 0.1.0: a run
+stopped after 2 of 4 updates (HF with Martens' preconditioner on item
+datasets; SGD with momentum) and the parameters after all 4 updates of the
+uninterrupted run. Here the current code resumes each file and must end on
+those parameters.
+"""
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from hf_symbolic.train.checkpoint import load_checkpoint
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "release_0_1")
+sys.path.insert(0, DATA)
+import make  # noqa: E402  (the script that wrote the files: it builds the same models)
+
+
+@pytest.fixture
+def expected():
+    with np.load(os.path.join(DATA, "expected.npz")) as d:
+        return {k: d[k] for k in d.files}
+
+
+def _copy(tmp_path, name):
+    path = tmp_path / f"{name}.ckpt"
+    shutil.copyfile(os.path.join(DATA, f"{name}.ckpt"), path)
+    return path
+
+
+def test_hf_checkpoint_of_release_0_1_resumes_to_the_same_parameters(tmp_path, expected):
+    path = _copy(tmp_path, "hf")
+    arrays, meta = load_checkpoint(path)
+    assert meta["update"] == 2 and set(arrays) >= {"theta", "best_theta", "cg_x"}
+    opt, gd, cd, kw = make.rnn_problem()
+    opt.train(gd, cd, num_updates=4, save_progress=path, **kw)
+    assert opt.result.updates == 4
+    assert [s.update for s in opt.result.history] == [1, 2, 3, 4]
+    np.testing.assert_allclose(opt.get_flat(), expected["hf"], rtol=1e-9, atol=1e-12)
+
+
+def test_sgd_checkpoint_of_release_0_1_resumes_to_the_same_parameters(tmp_path, expected):
+    path = _copy(tmp_path, "sgd")
+    opt, gd, kw = make.mlp_problem()
+    opt.train(gd, num_updates=4, save_progress=path, **kw)
+    assert opt.result.updates == 4
+    np.testing.assert_allclose(opt.get_flat(), expected["sgd"], rtol=1e-9, atol=1e-12)
+
+
+def test_release_0_1_checkpoint_is_refused_by_another_method(tmp_path):
+    from hf_symbolic.errors import CheckpointMismatchError
+    from hf_symbolic.optimizer import adam_optimizer
+
+    path = _copy(tmp_path, "sgd")
+    sgd, gd, _ = make.mlp_problem()
+    adam = adam_optimizer(sgd.p, sgd.inputs, sgd._spec.s, sgd.costs)
+    with pytest.raises(CheckpointMismatchError, match="not written by Adam training"):
+        adam.train(gd, num_updates=4, save_progress=path)

@@ -1,0 +1,59 @@
+"""train(**options): unknown keys are named alone, wrong values get their own error, before any compile."""
+
+from hf_symbolic import BatchDataset, hf_optimizer  # first: it links OpenBLAS
+from hf_symbolic.errors import ArgumentError
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+
+@pytest.fixture
+def setup(monkeypatch):
+    rng = np.random.default_rng(0)
+    W = pytensor.shared(rng.normal(size=(3, 1)), name="W")
+    x, y = pt.matrix("x"), pt.matrix("y")
+    s = pt.dot(x, W)
+    opt = hf_optimizer([W], [x, y], s, [pt.mean((s - y) ** 2)])
+    data = BatchDataset([rng.normal(size=(20, 3)), rng.normal(size=(20, 1))], 10, seed=0)
+
+    def refuse(*a, **k):
+        raise AssertionError("compiled before the options were checked")
+
+    monkeypatch.setattr(pytensor, "function", refuse)
+    return opt, data
+
+
+def test_unknown_keys_are_named_and_only_they(setup):
+    opt, data = setup
+    with pytest.raises(ArgumentError) as err:
+        opt.train(data, data, cg_decay=0.9, cg_decy=0.9, bogus=1)
+    msg = str(err.value)
+    assert "['bogus', 'cg_decy']" in msg
+    assert "cg_decay" in msg.split("expected")[1]  # the valid names are listed after "expected"
+    assert "cg_decay" not in msg.split("expected")[0]
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("mu", "a", "mu='a' is invalid: expected a finite number >= 0"),
+    ("initial_lambda", None, "initial_lambda=None is invalid: expected a finite number > 0"),
+    ("cg_decay", [0.5], "cg_decay=[0.5] is invalid: expected a number in [0, 1]"),
+    ("max_cg_iterations", 2.5, "max_cg_iterations=2.5 is invalid: expected an integer >= 1"),
+    ("line_search", "yes", "line_search='yes' is invalid: expected True or False"),
+    ("cg_grid_gamma", 1.0, "cg_grid_gamma=1.0 is invalid: expected a finite number > 1"),
+    ("patience", "long", "patience='long' is invalid: expected a number > 0 (numpy.inf for none)"),
+    ("preconditioner", 3, "preconditioner=3 is invalid"),
+])
+def test_a_wrong_value_gets_its_own_error(setup, key, value, expected):
+    opt, data = setup
+    with pytest.raises(ArgumentError) as err:
+        opt.train(data, data, **{key: value})
+    assert expected in str(err.value)
+    assert "unknown" not in str(err.value)
+
+
+def test_an_unknown_preconditioner_name_lists_the_registered_ones(setup):
+    opt, data = setup
+    with pytest.raises(ArgumentError, match=r"preconditioner='diagonal' is unknown: expected True, False or one of \[.*'martens'"):
+        opt.train(data, data, preconditioner="diagonal", num_updates=1)
