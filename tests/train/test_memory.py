@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from hf_symbolic import memory
+from hf_symbolic.train import memory
 
 MB = 1 << 20
 
@@ -35,7 +35,7 @@ needs_glibc = pytest.mark.skipif(not memory.available(), reason="not glibc")
 _PROBE = r"""
 import ctypes, os, sys
 import numpy as np
-from hf_symbolic import memory
+from hf_symbolic.train import memory
 
 class M(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -100,7 +100,7 @@ def test_training_gives_the_same_parameters_with_and_without_it():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, where models.py is
     from models import rnn
 
     from hf_symbolic import BatchDataset, hf_optimizer

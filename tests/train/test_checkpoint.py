@@ -25,7 +25,7 @@ from hf_symbolic.errors import (
     CheckpointWriteError,
 )
 
-REPO_ROOT = Path(ckpt.__file__).resolve().parent.parent
+REPO_ROOT = Path(ckpt.__file__).resolve().parents[2]
 
 
 def _sample_arrays():

@@ -29,7 +29,7 @@ from hf_symbolic.errors import ArgumentError  # noqa: E402
 from hf_symbolic.evaluate import SerialEvaluator  # noqa: E402
 from models import DatasetWrapper, max_rel_err, mlp, rnn  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 N_WORKERS = 2
 MODE = "FAST_COMPILE"  # quick to compile on each worker; the backend is not the point here
 
