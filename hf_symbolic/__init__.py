@@ -12,7 +12,7 @@ _backend.configure_blas_before_import()
 from . import errors  # noqa: E402
 from .errors import *  # noqa: F401,F403
 from .model.flat import FlatLayout
-from .optimizer import CurvatureOperator, hf_optimizer, sgd_optimizer
+from .optimizer import CurvatureOperator, adam_optimizer, hf_optimizer, sgd_optimizer
 from .solve.backtrack import backtrack
 from .solve.cg import CGResult, conjugate_gradient, iterate_grid
 from .solve.damping import DampingRule, levenberg_marquardt, reduction_ratio
