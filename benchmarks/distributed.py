@@ -2,7 +2,7 @@
 
 The same model, batch and settings are trained twice per round: in this process
 alone (``hf_optimizer.train(...)``), and with ``client=`` a Dask client whose
-workers each hold one shard of the batch (``hf_symbolic.distributed``). Every
+workers each hold one shard of the batch (``hf_symbolic.evaluate.dask``). Every
 update runs exactly ``--cg`` CG iterations (``min_cg_iterations =
 max_cg_iterations``), so both do the same work; the gradient and CG batches are
 the workload's whole batch (1000 cases), drawn in the same order. The first

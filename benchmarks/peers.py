@@ -403,7 +403,7 @@ def main(argv=None):
     ap.add_argument("--products", type=int, default=50,
                     help="Gv products per update for the per-update column (CG iterations)")
     ap.add_argument("--no-reuse-memory", dest="reuse_memory", action="store_false",
-                    help="do not keep freed memory for reuse (hf_symbolic.memory; on by default for every "
+                    help="do not keep freed memory for reuse (hf_symbolic.train.memory; on by default for every "
                          "implementation alike, as hf_optimizer.train does for its own process)")
     W.add_common_arguments(ap)
     args = ap.parse_args(argv)

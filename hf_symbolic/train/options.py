@@ -91,7 +91,7 @@ class TrainOptions:
                 or (hasattr(self.preconditioner, "statistic") and callable(getattr(self.preconditioner, "diagonal", None)))):
             bad("preconditioner", self.preconditioner, "True, False, a registered name or a preconditioner object")
         if not isinstance(self.damping, DampingRule):
-            bad("damping", self.damping, "a hf_symbolic.damping.DampingRule")
+            bad("damping", self.damping, "a hf_symbolic.DampingRule")
 
     def to_json(self) -> dict:
         d = asdict(self)
