@@ -48,8 +48,9 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
     costs : list of scalar Variables
         ``costs[0]`` is optimized; the others are monitored.
     h, ha : Variables, optional
-        Hidden units (in (0, 1)) and their pre-activation for structural
-        damping; ``ha`` defaults to ``h``.
+        Hidden units (in (0, 1), or tanh units ``tanh(x)``, which are mapped
+        to ``(h + 1) / 2``) and their pre-activation for structural damping;
+        ``ha`` defaults to ``h``.
     curvature : {"gauss-newton", "hessian"}
         The curvature matrix used by :meth:`train` (:data:`hf_symbolic.model.KINDS`).
     mode : str or pytensor Mode, optional

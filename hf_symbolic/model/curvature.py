@@ -18,10 +18,17 @@ split at the pre-activation ``ha``::
     D(theta) = sum over units and steps of CE(h0, h) / number of cases
     CE(h0, h) = -(h0 log h + (1 - h0) log(1 - h)),  h0 = h held constant
 
-``h`` must lie in (0, 1) (for tanh units pass ``(h + 1) / 2``). The number of
-cases is the size of the second-to-last axis of ``h`` (``(cases, units)`` or
-``(time, cases, units)``), so ``D`` is on the scale of a cost averaged over
-cases.
+``h`` must lie in (0, 1): sigmoid units, or tanh units mapped to ``(h + 1) / 2``.
+Tanh units given as they are (``h = tanh(x)``, values in (-1, 1)) are mapped
+here, as ``sigmoid(2 x)`` (the same value, with a finite curvature where the
+unit saturates). The number of cases is the size of the second-to-last axis of
+``h`` (``(cases, units)`` or ``(time, cases, units)``), so ``D`` is on the scale
+of a cost averaged over cases.
+
+The curvature of ``D`` at ``ha`` is ``u'(ha)**2 / (u (1 - u))`` per unit,
+``u = h(ha)``, which tends to 0 as a sigmoid or tanh unit saturates; where the
+unit has rounded to exactly 0 or 1 its formula is ``0 / 0``, and the term takes
+its limit, 0, there (and a zero structural coefficient gives exactly 0).
 """
 
 from __future__ import annotations
@@ -131,10 +138,14 @@ def gauss_newton_graph(terms, p, v_parts):
 
     Parameters
     ----------
-    terms : list of (cost, split, coefficient)
+    terms : list of (cost, split, coefficient[, saturating])
         Each term is a loss convex in its split; ``coefficient`` is a scalar
-        variable or None (= 1). The model's loss at ``s`` is one term,
-        structural damping at ``ha`` another.
+        variable or None (= 1). With ``saturating`` (default False) the
+        non-finite entries of ``coefficient * H Jv`` are taken as 0: the limit
+        of the structural-damping curvature at saturated units, where it is
+        ``0 / 0`` (see the module docstring); a zero coefficient then drops
+        the term instead of giving ``0 * nan``. The model's loss at ``s`` is
+        one term, structural damping at ``ha`` another.
     p : list of shared variables
     v_parts : list of Variables shaped like ``p``
 
@@ -145,13 +156,15 @@ def gauss_newton_graph(terms, p, v_parts):
     import pytensor.tensor as pt
     from pytensor.gradient import disconnected_grad, grad
 
-    splits = [split for _, split, _ in terms]
+    splits = [term[1] for term in terms]
     jvs = _pushforward(splits, p, v_parts)
     total = 0
-    for (cost, split, coef), jv in zip(terms, jvs):
+    for (cost, split, coef, *saturating), jv in zip(terms, jvs):
         hjv = _loss_hessian_product(cost, split, jv)
         if coef is not None:
             hjv = coef.astype(hjv.dtype) * hjv
+        if saturating and saturating[0]:
+            hjv = pt.switch(pt.isfinite(hjv), hjv, 0)
         # <cotangent, split> summed over the terms, the cotangents held fixed: its gradient is the
         # sum of the pullbacks. (A multi-output pullback would be wrong here: a cotangent given for
         # ha replaces, instead of adding to, what flows into ha from s when s depends on ha.)
@@ -159,11 +172,16 @@ def gauss_newton_graph(terms, p, v_parts):
     return grad(total, p, disconnected_inputs="ignore")
 
 
-def structural_damping_distance(h):
-    """The distance ``D`` of structural damping (see the module docstring)."""
+def structural_damping_distance(h, ha=None):
+    """The distance ``D`` of structural damping (see the module docstring); ``ha`` is its split."""
+    import pytensor.scalar as ps
     import pytensor.tensor as pt
     from pytensor.gradient import disconnected_grad
+    from pytensor.tensor.elemwise import Elemwise
 
+    if h.owner is not None and isinstance(h.owner.op, Elemwise) and isinstance(h.owner.op.scalar_op, ps.Tanh):
+        # tanh units in (-1, 1): (h + 1) / 2, as sigmoid(2 x) unless D is split at h itself
+        h = (h + 1) / 2 if ha is None or ha is h else pt.sigmoid(2 * h.owner.inputs[0])
     h0 = disconnected_grad(h)
     ce = -(h0 * pt.log(h) + (1.0 - h0) * pt.log1p(-h))
     n_cases = h.shape[h.ndim - 2] if h.ndim >= 2 else 1
@@ -207,10 +225,10 @@ def build_curvature_graphs(spec, layout) -> CurvatureGraphs:
         gv_parts = gauss_newton_graph([(cost, spec.s, None)], p, v_parts)
         structural = None
         if spec.h is not None:
-            distance = structural_damping_distance(spec.h)
-            sd_parts = gauss_newton_graph([(distance, spec.ha, None)], p, v_parts)
+            distance = structural_damping_distance(spec.h, spec.ha)
+            sd_parts = gauss_newton_graph([(distance, spec.ha, None, True)], p, v_parts)
             structural = layout.symbolic_concat([x.astype(layout.dtype) for x in sd_parts])
-            gv_parts = gauss_newton_graph([(cost, spec.s, None), (distance, spec.ha, coefficient)], p, v_parts)
+            gv_parts = gauss_newton_graph([(cost, spec.s, None), (distance, spec.ha, coefficient, True)], p, v_parts)
         gauss_newton = layout.symbolic_concat([x.astype(layout.dtype) for x in gv_parts])
 
         gdotv = pt.add(*[pt.sum(gi * vi) for gi, vi in zip(g_parts, v_parts)]) if len(p) > 1 else pt.sum(g_parts[0] * v_parts[0])

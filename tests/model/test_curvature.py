@@ -154,3 +154,98 @@ def test_cached_forward_equals_plain_product(name):
         a = op.matvec(v)
         b = plain.gauss_newton_product(v, m.batch, structural_coefficient=coef)
         assert max_rel_err(a, b) <= 1e-12
+
+
+def _structural_model(form):
+    """The test RNN with structural damping on tanh units.
+
+    ``tanh``: ``h = tanh(ha)`` given as it is (values in (-1, 1)), with zero
+    bias and zero inputs at the first step of two cases (so ``ha`` and ``h``
+    are exactly 0 there). ``mapped``: ``h = (tanh(ha) + 1) / 2``, as the other
+    tests pass it. ``_saturated``: weights large enough that some units round
+    to exactly 0 or 1.
+    """
+    m = rnn(structural=True, n=4)
+    if form.startswith("tanh"):
+        m.h = pt.tanh(m.ha)
+        m.p[2].set_value(np.zeros_like(m.p[2].get_value()))
+        m.batch[0][0, :2] = 0.0
+    if form.endswith("saturated"):
+        for w in m.p[:2]:
+            w.set_value(w.get_value() * 40)
+    return m
+
+
+@pytest.mark.parametrize("form", ["tanh", "mapped", "tanh_saturated", "mapped_saturated"])
+def test_structural_damping_finite_and_equal_to_dense_reference(form):
+    """``c J_ha^T H_D J_ha v`` with ``D`` the cross-entropy on ``(tanh(ha) + 1) / 2``, from explicit Jacobians.
+
+    ``H_D`` at ``ha`` is ``diag(1 - tanh(ha)**2) / cases`` for tanh units (0 at
+    saturated units). The products must be finite for every coefficient,
+    including 0, with and without the cached forward pass.
+    """
+    import pytensor
+
+    m = _structural_model(form)
+    ha_val = pytensor.function(m.inputs, m.ha, on_unused_input="ignore")(*m.batch)
+    u_val = (np.tanh(ha_val) + 1) / 2
+    saturated = (u_val == 0) | (u_val == 1)
+    if form.startswith("tanh"):
+        assert (ha_val == 0).any()
+    assert saturated.any() == form.endswith("saturated")
+    n_cases = ha_val.shape[-2]
+    with np.errstate(over="ignore"):
+        w = 1 / np.cosh(ha_val) ** 2 / n_cases  # 1 - tanh**2 without its cancellation near saturation
+
+    cached, plain = _opt(m), _opt(m, cache_forward=False)
+    n = cached.layout.size
+    ref = explicit_gauss_newton(m, cached.layout, split=m.ha, loss=lambda a: 0.5 * pt.sum(w * a ** 2))
+    assert np.abs(ref).max() > 1e-6
+    if not saturated.any():  # the definition: Hessian of the cross-entropy D at ha, by PyTensor
+        def distance(ha_var):
+            from pytensor.graph.replace import clone_replace
+
+            u = (pt.tanh(ha_var) + 1) / 2
+            return pt.sum(-(u_val * pt.log(u) + (1 - u_val) * pt.log(1 - u))) / n_cases
+
+        assert max_rel_err(explicit_gauss_newton(m, cached.layout, split=m.ha, loss=distance), ref) <= 1e-12
+    G = explicit_gauss_newton(m, cached.layout)
+    # (h + 1) / 2 computed from tanh loses the relative accuracy of 1 - tanh**2 near saturation
+    tol = TOL if form == "mapped_saturated" else 1e-10
+    rng = np.random.default_rng(11)
+    for opt in (cached, plain):
+        for _ in range(2):
+            v = rng.normal(size=n)
+            g0 = opt.gauss_newton_product(v, m.batch, structural_coefficient=0.0)
+            g1 = opt.gauss_newton_product(v, m.batch, structural_coefficient=0.05)
+            assert np.isfinite(g0).all() and np.isfinite(g1).all()
+            assert max_rel_err(g0, G @ v) <= 1e-12
+            assert max_rel_err((g1 - g0) / 0.05, ref @ v) <= tol
+    # the structural term alone (added to exact Hessian products)
+    op = cached.curvature_operator(m.batch, structural_coefficient=0.05, curvature="hessian")
+    v = rng.normal(size=n)
+    assert max_rel_err((op.matvec(v) - cached.hessian_product(v, m.batch)) / 0.05, ref @ v) <= tol
+
+
+def test_structural_damping_tanh_units_split_at_themselves():
+    """``h = tanh(ha)`` without ``ha``: ``D`` (cross-entropy on ``(h + 1) / 2``) is split at ``h`` itself."""
+    import pytensor
+
+    m = rnn(structural=True, n=4)
+    m.h, m.ha = pt.tanh(m.ha), None
+    opt = _opt(m)
+    h_val = pytensor.function(m.inputs, m.h, on_unused_input="ignore")(*m.batch)
+    u_val, n_cases = (h_val + 1) / 2, h_val.shape[-2]
+
+    def distance(h_var):
+        u = (h_var + 1) / 2
+        return pt.sum(-(u_val * pt.log(u) + (1 - u_val) * pt.log(1 - u))) / n_cases
+
+    ref = explicit_gauss_newton(m, opt.layout, split=m.h, loss=distance)
+    assert np.abs(ref).max() > 1e-6
+    rng = np.random.default_rng(12)
+    for _ in range(2):
+        v = rng.normal(size=opt.layout.size)
+        g0 = opt.gauss_newton_product(v, m.batch, structural_coefficient=0.0)
+        g1 = opt.gauss_newton_product(v, m.batch, structural_coefficient=0.05)
+        assert max_rel_err((g1 - g0) / 0.05, ref @ v) <= 1e-10
