@@ -1,0 +1,194 @@
+"""HF against SGD-momentum (classical and Nesterov) and Adam on deep autoencoders, at equal wall-clock budgets.
+
+Every run is one process on one core (one BLAS thread, ``--workers 1``):
+``python examples/autoencoder.py DATA --method M --budget B --seed S --json FILE``.
+Two runs go side by side on a 2-core machine (``--parallel``). For the
+first-order methods every learning rate of the grid below is run and the best
+(lowest final test error, per data set, budget and seed) is reported, so a
+baseline is never shown with a badly chosen step size. The grids were fixed
+before any race and are not tuned afterwards:
+
+- SGD with classical or Nesterov momentum 0.9, minibatches of 200:
+  learning rates 1e-3, 3e-3, 1e-2, 3e-2 (Sutskever et al. 2013 used 0.05-0.1
+  per-case-summed costs on these nets; our costs are summed over pixels and
+  averaged over cases, which puts the stable range near 1e-3 to 3e-2);
+- Adam (beta1 0.9, beta2 0.999, eps 1e-8), minibatches of 200:
+  learning rates 1e-4, 3e-4, 1e-3, 3e-3 (around Kingma & Ba's default 1e-3);
+- HF: the example's defaults (Martens 2010: lambda0 45, CG <= 250 iterations),
+  once per preconditioner named with ``--preconditioners``.
+
+Usage::
+
+    python benchmarks/race.py --data curves --budgets 600 --seeds 0 1 2
+    python benchmarks/race.py --data curves fashion-mnist --budgets 600 1800 --seeds 0 1 2 --png race.png
+
+Prints one table row per (data, budget, method): the median over seeds of the
+final test and training errors (squared error per case), the seeds run and
+the learning rate chosen; ``--png`` draws test error against seconds (one
+panel per data set and budget, the median seed's curve of each method).
+Results land in ``--out`` (one JSON file per run), and runs whose JSON
+already exists are not run again, so an interrupted race resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLE = os.path.join(os.path.dirname(HERE), "examples", "autoencoder.py")
+
+#: Learning-rate grids, fixed before any race (see the module notes).
+GRIDS = {
+    "sgd": (1e-3, 3e-3, 1e-2, 3e-2),
+    "nesterov": (1e-3, 3e-3, 1e-2, 3e-2),
+    "adam": (1e-4, 3e-4, 1e-3, 3e-3),
+}
+
+
+def runs(args):
+    """Every run of the race as ``(key, command)``."""
+    out = []
+    for data, budget, seed in itertools.product(args.data, args.budgets, args.seeds):
+        base = [sys.executable, EXAMPLE, data, "--budget", str(budget), "--seed", str(seed), "--workers", "1",
+                "--quiet"]
+        for pc in args.preconditioners:
+            method = "hf" if pc == "none" else f"hf+{pc}"
+            extra = [] if pc == "none" else ["--preconditioner", pc]
+            out.append(((data, budget, seed, method, None), base + ["--method", "hf", *extra]))
+        for method in args.methods:
+            for lr in GRIDS[method]:
+                out.append(((data, budget, seed, method, lr), base + ["--method", method, "--lr", str(lr)]))
+    return out
+
+
+def json_path(args, key):
+    data, budget, seed, method, lr = key
+    return os.path.join(args.out, f"{data}-{int(budget)}s-seed{seed}-{method}" + ("" if lr is None else f"-lr{lr:g}")
+                        + ".json")
+
+
+def run_one(args, key, cmd):
+    path = json_path(args, key)
+    if os.path.exists(path):
+        return key, path, "kept"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd + ["--json", path + ".part"], env=env, capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        sys.stderr.write(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}\n")
+        return key, None, "failed"
+    os.replace(path + ".part", path)
+    return key, path, f"{time.perf_counter() - t0:.0f} s"
+
+
+def load(args):
+    results = {}
+    for key, _ in runs(args):
+        path = json_path(args, key)
+        if os.path.exists(path):
+            with open(path) as f:
+                results[key] = json.load(f)
+    return results
+
+
+def best_of_grid(results, data, budget, seed, method):
+    """The run of ``method`` with the lowest final test error (the grid's best learning rate)."""
+    cands = [(r["test_error"], lr, r) for (d, b, s, m, lr), r in results.items()
+             if (d, b, s, m) == (data, budget, seed, method)]
+    if not cands:
+        return None, None
+    err, lr, r = min(cands, key=lambda c: (c[0] if c[0] == c[0] else float("inf")))
+    return lr, r
+
+
+def table(args, results):
+    methods = [("hf" if pc == "none" else f"hf+{pc}") for pc in args.preconditioners] + list(args.methods)
+    lines = [f"{'data':<14} {'budget':>6}  {'method':<16} {'test (median)':>13} {'train (median)':>14}  "
+             f"{'seeds':<7} learning rates (best of grid, per seed)",
+             "-" * 100]
+    for data, budget in itertools.product(args.data, args.budgets):
+        for m in methods:
+            tests, trains, lrs, seeds = [], [], [], []
+            for seed in args.seeds:
+                lr, r = best_of_grid(results, data, budget, seed, m)
+                if r is None:
+                    continue
+                tests.append(r["test_error"])
+                trains.append(r["train_error"])
+                lrs.append("-" if lr is None else f"{lr:g}")
+                seeds.append(str(seed))
+            if not tests:
+                continue
+            lines.append(f"{data:<14} {int(budget):>6}  {m:<16} {statistics.median(tests):>13.3f} "
+                         f"{statistics.median(trains):>14.3f}  {','.join(seeds):<7} {' '.join(lrs)}")
+    return "\n".join(lines)
+
+
+def plot(args, results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [("hf" if pc == "none" else f"hf+{pc}") for pc in args.preconditioners] + list(args.methods)
+    panels = list(itertools.product(args.data, args.budgets))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (data, budget) in zip(axes[0], panels):
+        for m in methods:
+            per_seed = [best_of_grid(results, data, budget, s, m)[1] for s in args.seeds]
+            per_seed = [r for r in per_seed if r is not None]
+            if not per_seed:
+                continue
+            median = sorted(per_seed, key=lambda r: r["test_error"])[len(per_seed) // 2]
+            t = [p["seconds"] for p in median["curve"]]
+            e = [p["test_error"] for p in median["curve"]]
+            ax.plot(t, e, label=f"{m} ({median['test_error']:.2f})")
+        ax.set_title(f"{data}, {int(budget)} s (median seed)")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("test error (squared error per case)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--data", nargs="+", default=["curves"], choices=["curves", "fashion-mnist"])
+    ap.add_argument("--budgets", nargs="+", type=float, default=[600.0], help="wall-clock seconds per run")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="*", default=["sgd", "nesterov", "adam"], choices=sorted(GRIDS))
+    ap.add_argument("--preconditioners", nargs="+", default=["none"],
+                    help="HF runs, one per preconditioner name ('none' for plain HF)")
+    ap.add_argument("--parallel", type=int, default=2, help="runs side by side (one core each)")
+    ap.add_argument("--out", default="runs/race", help="folder of the runs' JSON files")
+    ap.add_argument("--png", default=None, help="draw test error against seconds into this PNG")
+    ap.add_argument("--table-only", action="store_true", help="print the table of the runs already done")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if not args.table_only:
+        todo = runs(args)
+        print(f"{len(todo)} runs, {args.parallel} at a time, about "
+              f"{sum(k[1] for k, _ in todo) / args.parallel / 60:.0f} min", flush=True)
+        with ThreadPoolExecutor(args.parallel) as pool:
+            for key, path, how in pool.map(lambda kc: run_one(args, *kc), todo):
+                print(f"  {key}: {how}", flush=True)
+    results = load(args)
+    print(table(args, results))
+    if args.png:
+        print("wrote", plot(args, results, args.png))
+
+
+if __name__ == "__main__":
+    main()
