@@ -178,6 +178,10 @@ class Model:
 
             ins = [self._one_case_input(x, ax) for x, ax in zip(self.inputs, self.case_axes)]
             outs = clone_replace([g.gradient], replace=dict(zip(self.inputs, ins)), rebuild_strict=False)
+        elif name in ("gauss_newton_diagonal", "gauss_newton_hutchinson", "split_shape"):
+            from hf_symbolic.model.statistics import statistic_graph
+
+            ins, outs = statistic_graph(self, name)
         else:  # pragma: no cover - internal
             raise KeyError(name)
 
@@ -285,6 +289,24 @@ class Model:
             g = np.asarray(fn(*one)[0], dtype=np.float64)
             acc += g * g
         return (acc / n).astype(self.layout.dtype)
+
+    def gauss_newton_diagonal(self, batch):
+        """The exact diagonal of the Gauss-Newton matrix of ``costs[0]``: the mean over cases of ``diag(G_i)``.
+
+        See :func:`hf_symbolic.model.statistics.exact_diagonal`.
+        """
+        from hf_symbolic.model.statistics import exact_diagonal
+
+        return exact_diagonal(self, self._batch(batch))
+
+    def gauss_newton_hutchinson(self, batch, samples=None, seed=None):
+        """An unbiased estimate of the Gauss-Newton diagonal from Rademacher draws, all cases at once.
+
+        See :func:`hf_symbolic.model.statistics.hutchinson_diagonal` (seeding and resumed runs).
+        """
+        from hf_symbolic.model.statistics import hutchinson_diagonal
+
+        return hutchinson_diagonal(self, self._batch(batch), samples=samples, seed=seed)
 
     def _cached_gv_functions(self):
         """``(residuals_fn, product_fn)`` of the partially evaluated Gauss-Newton product, or None."""
@@ -435,4 +457,6 @@ class Model:
 #: Statistic name -> the :class:`Model` method computing it on one minibatch (for preconditioners).
 STATISTICS = {
     "squared_gradients": "per_case_squared_gradient",
+    "gauss_newton_diagonal": "gauss_newton_diagonal",
+    "gauss_newton_hutchinson": "gauss_newton_hutchinson",
 }

@@ -26,6 +26,8 @@ from typing import Protocol
 import numpy as np
 
 from hf_symbolic.errors import ArgumentError
+from hf_symbolic.solve.preconditioners.gauss_newton import GaussNewtonDiagonal
+from hf_symbolic.solve.preconditioners.hutchinson import GaussNewtonHutchinson
 from hf_symbolic.solve.preconditioners.martens import MartensDiagonal
 
 __all__ = ["Preconditioner", "REGISTRY", "make_preconditioner"]
@@ -45,6 +47,8 @@ class Preconditioner(Protocol):
 #: Name -> class; ``True`` (the 2012 ``preconditioner=True``) means ``"martens"``.
 REGISTRY = {
     "martens": MartensDiagonal,
+    "gauss_newton_diagonal": GaussNewtonDiagonal,
+    "gauss_newton_hutchinson": GaussNewtonHutchinson,
 }
 
 
@@ -58,7 +62,7 @@ def make_preconditioner(spec, **options):
         or an object with ``statistic`` and ``diagonal``.
     **options
         Passed to the registered class (those it does not take are ignored:
-        ``exponent`` applies to Martens' diagonal only).
+        ``exponent`` is the ``preconditioner_exponent`` of every diagonal here).
     """
     if spec is None or spec is False:
         return None
