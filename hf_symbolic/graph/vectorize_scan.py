@@ -69,6 +69,7 @@ from pytensor.scan.op import Scan
 from pytensor.tensor.blockwise import Blockwise
 from pytensor.tensor.math import Dot
 from pytensor.tensor.shape import Shape, Shape_i
+from pytensor.tensor.subtensor import IncSubtensor, indices_from_subtensor
 from pytensor.tensor.blockwise import vectorize_node_fallback
 from pytensor.tensor.type import TensorType
 
@@ -389,6 +390,29 @@ def _plain_dot(node, x, y):
     return None
 
 
+def _inc_subtensor(node, x, y, *index):
+    """A batched ``IncSubtensor``/``SetSubtensor`` with unbatched indices, as one with leading full slices, or None.
+
+    PyTensor 3.0.7 has no rule for it (its fallback is a Blockwise); the
+    gradient of ``x[i]`` is such a node.
+    """
+    x0, y0 = node.inputs[:2]
+    if any(new.type.ndim != old.type.ndim for old, new in zip(node.inputs[2:], index)):
+        return None
+    kx, ky = x.type.ndim - x0.type.ndim, y.type.ndim - y0.type.ndim
+    k = max(kx, ky)
+    if kx < k:
+        x = pt.shape_padleft(x, k - kx)
+        x = pt.alloc(x, *[y.shape[d] if x.type.shape[d] == 1 else x.shape[d] for d in range(k)],
+                     *[x.shape[d] for d in range(k, x.type.ndim)])
+    sub = x[(slice(None),) * k + tuple(indices_from_subtensor(index, node.op.idx_list))]
+    if ky:  # y's batch dims in front, then broadcastable dims for the target's core dims it lacks
+        y = pt.shape_padleft(y, k - ky)
+        gap = (sub.type.ndim - k) - y0.type.ndim
+        y = y.dimshuffle(*range(k), *(["x"] * gap), *range(k, y.type.ndim))
+    return pt.inc_subtensor(sub, y, set_instead_of_inc=node.op.set_instead_of_inc)
+
+
 @contextlib.contextmanager
 def _equal_shapes():
     token = _EQUAL_SHAPES.set(True)
@@ -412,7 +436,8 @@ def vectorize_equal_shapes(outputs, replace):
     new inputs) rather than wrapped in a ``Blockwise`` without batch dimensions,
     which would have no pushforward, and a product ``Dot`` with one unbatched
     factor stays a plain product rather than a ``matmul`` (a ``Blockwise``, also
-    without pushforward). Everything else, scans included (their
+    without pushforward), and an ``IncSubtensor`` with unbatched indices (the
+    gradient of ``x[i]``) gets leading full slices instead of a ``Blockwise``. Everything else, scans included (their
     inner functions are vectorized the same way), goes through PyTensor's
     ``_vectorize_node``.
 
@@ -441,6 +466,8 @@ def vectorize_equal_shapes(outputs, replace):
                 outs = _core_shape(node, ins[0])
             elif isinstance(node.op, Dot) and (dot := _plain_dot(node, *ins)) is not None:
                 outs = [dot]
+            elif isinstance(node.op, IncSubtensor) and (inc := _inc_subtensor(node, *ins)) is not None:
+                outs = [inc]
             else:
                 res = _vectorize_node(node.op, node, *ins)
                 outs = res.outputs if isinstance(res, Apply) else res
