@@ -219,7 +219,6 @@ def test_two_batch_dimensions(rng):
 
 def test_batched_while_condition_falls_back_to_blockwise(rng):
     """A loop whose length depends on the item cannot be one batched loop: the generic fallback, same values."""
-    x = pt.vector("x")
 
     def step(a, lim):
         return a + 1.0, until(a >= lim)
