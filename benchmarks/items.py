@@ -142,7 +142,7 @@ def main(argv=None):
     ap.add_argument("--clients", nargs="+", default=["rnn", "xor"], choices=["rnn", "xor"])
     ap.add_argument("--small", action="store_true", help="10x fewer items (the ratio, not the issue's sizes)")
     ap.add_argument("--products", type=int, default=10)
-    ap.add_argument("--max-items", type=int, default=2000)
+    ap.add_argument("--max-items", type=int, default=256)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -140,8 +140,11 @@ class ItemBatcher:
         The per-item optimizer of the same model, used for the fallback path
         (built on first need otherwise).
     max_items : int or None
-        Largest number of items stacked in one call (memory bound); larger
-        buckets are split.
+        Largest number of items stacked in one call; larger buckets are split.
+        Bounds memory, and keeps working sets in cache: on the development
+        machine (2 shared cores) the XOR client's gradient over 1000 items of
+        50 cases took 0.43 s in one call and 0.13 s in calls of 64 items, the
+        RNN client (500 sequences of 100 steps) was as fast at 256 as at 2000.
 
     Attributes
     ----------
@@ -159,7 +162,7 @@ class ItemBatcher:
     """
 
     def __init__(self, p, inputs, s, costs, h=None, ha=None, *, curvature="gauss-newton", mode=None,
-                 cache_forward=True, per_item=None, max_items=2000):
+                 cache_forward=True, per_item=None, max_items=256):
         from ..optimizer import hf_optimizer
 
         self._model_args = (list(p), list(inputs), s, list(costs), h, ha)
