@@ -365,7 +365,11 @@ class hf_optimizer:  # noqa: N801  (name kept from the 2012 API)
             ``line_search``, ``armijo_c`` (1e-2), ``line_search_shrink`` (0.8),
             ``line_search_tries`` (60), ``preconditioner_exponent`` (0.75),
             ``damping`` (a :class:`~hf_symbolic.damping.DampingRule`),
-            ``max_failures`` (5), ``time_budget`` (seconds).
+            ``max_failures`` (5), ``time_budget`` (seconds), ``verbose``: like
+            scipy's ``disp``, one line per update (update, costs, validation,
+            lambda, CG iterations, seconds) on stderr, by default (None) only
+            when the caller configured no logging (:mod:`hf_symbolic.train.progress`);
+            False never, True always.
 
         Returns
         -------

@@ -24,6 +24,7 @@ from .errors import (
 )
 from .optimizer import hf_optimizer
 from .stats import STOP_REASONS, HistoryWriter, TrainResult, UpdateStats
+from .train import progress
 from .training import (
     _check_dataset,
     check_signature,
@@ -116,9 +117,12 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
         history_file=None,
         time_budget=None,
         max_failures=5,
+        verbose=None,
     ):
         """Train with SGD. One *update* is ``steps_per_update`` passes over ``gradient_dataset.iterate()``,
         one parameter step per batch. ``cg_dataset`` is accepted and ignored (interface parity with HF).
+        ``verbose`` as for HF (:mod:`hf_symbolic.train.progress`): one line per update on stderr by default
+        when logging is not configured.
 
         Returns the best parameters (list of arrays); the record is in :attr:`result`.
         """
@@ -140,11 +144,12 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
             datasets["validation"] = validation
         signature = parameter_signature(self)
         options = dict(method="sgd", learning_rate=learning_rate, momentum=momentum, steps_per_update=steps_per_update)
-        lock = None
+        lock = shown = None
         if save_progress is not None:
             save_progress = os.fspath(save_progress)
             lock = CheckpointLock(save_progress).acquire()
         try:
+            shown = progress.start(verbose, log.name)
             resumed = False
             if save_progress is not None and os.path.exists(save_progress):
                 arrays, meta = load_checkpoint(save_progress)
@@ -216,6 +221,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
                         failure=failure, seconds=time.perf_counter() - t0,
                     )
                     history.append(stats)
+                    log.info("%s", progress.sgd_line(stats))
                     if writer is not None:
                         writer.write(stats)
                     if save_progress is not None:
@@ -235,6 +241,7 @@ class sgd_optimizer(hf_optimizer):  # noqa: N801
             except KeyboardInterrupt:
                 status = "interrupted"
         finally:
+            progress.stop(shown)
             if lock is not None:
                 lock.release()
         x = run.best_theta if run.best_validation is not None else self.get_flat()

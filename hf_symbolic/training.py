@@ -46,7 +46,7 @@ __all__ = ["TrainOptions", "train"]
 log = logging.getLogger("hf_symbolic.train")
 
 #: Options whose change between a run and its resumption is allowed (they do not alter past updates).
-_RESUMABLE_CHANGES = {"num_updates", "patience", "time_budget", "max_failures"}
+_RESUMABLE_CHANGES = {"num_updates", "patience", "time_budget", "max_failures", "verbose"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class TrainOptions:
     damping: DampingRule = field(default_factory=DampingRule)
     max_failures: int = 5
     time_budget: float | None = None
+    verbose: bool | None = None  # hf_symbolic.train.progress
 
     def __post_init__(self):
         def bad(name, value, expected):
@@ -371,8 +372,9 @@ def train(opt, gradient_dataset, cg_dataset, opts: TrainOptions, *, validation=N
         from .backend import blas_threads as _limit
         from .memory import reuse_freed_memory
         from .parallel import make_evaluator
+        from .train.progress import show_progress
 
-        with _limit(blas_threads), reuse_freed_memory(bool(reuse_memory)):
+        with _limit(blas_threads), reuse_freed_memory(bool(reuse_memory)), show_progress(opts.verbose):
             if client is not None:
                 from .distributed import DaskEvaluator
 
