@@ -308,8 +308,10 @@ def announce_compile_cache(example, dtype, mode=None):
 
 def compile_now(opt, stamp, processes=2, names=None):
     """Compile what training needs, one line per function; returns the seconds it took."""
-    from hf_symbolic.parallel_compile import compile_for_training
+    from hf_symbolic.parallel_compile import TITLES, compile_for_training, training_functions
 
+    titles = [TITLES[n] for n in (names or training_functions(opt))]
+    say(f"compiling {', '.join(titles)}" + (" (the first two in a second process)" if processes > 1 else ""))
     t0 = time.perf_counter()
     compile_for_training(opt, processes=processes, names=names,
                          report=lambda title, dt, note: say(f"  {'compiled ' * title.startswith('hf_')}{title} in "

@@ -43,11 +43,12 @@ import tempfile
 import time
 import warnings
 
-__all__ = ["compile_for_training", "training_functions"]
+__all__ = ["TITLES", "compile_for_training", "training_functions"]
 
 log = logging.getLogger(__name__)
 
-_TITLES = {
+#: The names of the compiled PyTensor functions, as reported.
+TITLES = {
     "gradient": "hf_gradient",
     "cost": "hf_cost",
     "gauss_newton": "hf_gauss_newton",
@@ -76,9 +77,9 @@ def _timed(opt, name, report, note=""):
     t0 = time.perf_counter()
     _compile_one(opt, name)
     dt = time.perf_counter() - t0
-    log.debug("compiled %s in %.2f s%s", _TITLES[name], dt, note)
+    log.debug("compiled %s in %.2f s%s", TITLES[name], dt, note)
     if report is not None:
-        report(_TITLES[name], dt, note)
+        report(TITLES[name], dt, note)
 
 
 def _can_fork(opt):
