@@ -3,7 +3,9 @@
 The examples import this module as ``_common`` (their own folder is on
 ``sys.path`` when run as scripts; each example also adds it when imported by
 path). Everything here builds plain PyTensor graphs for
-:class:`hf_symbolic.hf_optimizer`; nothing here trains.
+:class:`hf_symbolic.hf_optimizer`, or prints what the examples say before
+training (what runs, the state of PyTensor's compile cache, each compiled
+function and its time); nothing here trains.
 
 Sparse initialization (Martens 2010, §5; Martens & Sutskever 2011): every
 unit receives exactly ``n_nonzero`` (15) nonzero incoming weights drawn from
@@ -14,6 +16,8 @@ do not saturate and units differ from one another from the start.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -257,3 +261,65 @@ def update_line(stats, clock, extra=""):
         hf = ""
     return (f"update {stats.update:3d}  cost {stats.costs[0]:.5f}  {extra}  {hf}"
             f"{stats.seconds:5.1f} s  total {clock():6.1f} s")
+
+
+# -- what runs, and the first compile -------------------------------------------------
+
+
+def cores():
+    """Cores available to this process."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def backend_summary(mode=None):
+    """The backend hf_symbolic will use, said without importing PyTensor (which takes a while)."""
+    from hf_symbolic.graph.backend import openblas_available
+
+    chosen = mode or os.environ.get("HF_SYMBOLIC_MODE")
+    if chosen:
+        return f"PyTensor mode {chosen}"
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    if shutil.which(os.environ.get("CXX", "g++")) and openblas_available():
+        return "PyTensor C backend (CVM), BLAS OpenBLAS, 1 BLAS thread per process"
+    if "blas__ldflags" in flags:
+        return f"PyTensor C backend (CVM), BLAS from PYTENSOR_FLAGS ({flags})"
+    return "PyTensor's default backend (no C compiler or no libopenblas.so: apt-get install libopenblas-dev)"
+
+
+def say(*parts):
+    print(*parts, flush=True)
+
+
+def _stamp(example, dtype, mode):
+    import pytensor
+
+    tag = f"{example}-{dtype}-{mode or os.environ.get('HF_SYMBOLIC_MODE') or 'default'}"
+    return pytensor.config.compiledir, os.path.join(str(pytensor.config.compiledir), f"hf_symbolic-{tag}.compiled")
+
+
+def announce_compile_cache(example, dtype, mode=None):
+    """Say whether this example's C code is in PyTensor's compile cache already (a stamp file there says so)."""
+    compiledir, stamp = _stamp(example, dtype, mode)
+    if not os.path.exists(stamp):
+        say(f"First compile with this compile cache ({compiledir}): building the C code takes about a minute "
+            "(less with 2 free cores); later runs reuse it and compile in a few seconds.")
+    return stamp
+
+
+def compile_now(opt, stamp, processes=2, names=None):
+    """Compile what training needs, one line per function; returns the seconds it took."""
+    from hf_symbolic.model.parallel_compile import TITLES, compile_for_training, training_functions
+
+    titles = [TITLES[n] for n in (names or training_functions(opt))]
+    say(f"compiling {', '.join(titles)}" + (" (the first two in a second process)" if processes > 1 else ""))
+    t0 = time.perf_counter()
+    compile_for_training(opt, processes=processes, names=names,
+                         report=lambda title, dt, note: say(f"  {'compiled ' * title.startswith('hf_')}{title} in "
+                                                            f"{dt:.1f} s{note}"))
+    seconds = time.perf_counter() - t0
+    say(f"compiled in {seconds:.1f} s")
+    try:
+        open(stamp, "a").close()
+    except OSError:
+        pass
+    return seconds

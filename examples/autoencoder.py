@@ -40,7 +40,8 @@ import numpy as np
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import Clock, build_mlp, update_line  # noqa: E402
+from _common import (Clock, announce_compile_cache, backend_summary, build_mlp, compile_now,  # noqa: E402
+                     say, update_line)
 
 #: data -> (encoder widths, training cases, CG batch) from Martens 2010 (MNIST's settings for Fashion-MNIST).
 DEFAULTS = {
@@ -126,29 +127,30 @@ def mean_costs(opt, x, chunk=5000):
 
 def main(argv=None):
     args = parse_args(argv)
+    enc = list(args.layers)
+    sizes = [784, *enc, *enc[-2::-1], 784]
+    method = "SGD" if args.sgd else "HF"
+    say(f"{args.data} autoencoder {'-'.join(map(str, sizes))} ({method}): {args.train} training and "
+        f"{args.test} test cases, budget {args.budget:g} s; {backend_summary(args.mode)}; {args.workers} process(es)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from hf_symbolic import BatchDataset, hf_optimizer
     from hf_symbolic.errors import DataNotFoundError
     from hf_symbolic.sgd import sgd_optimizer
 
     dtype = "float64" if args.float64 else "float32"
+    stamp = announce_compile_cache("autoencoder", dtype, args.mode)
     try:
         x_train, x_test = load_data(args, dtype)
     except DataNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    enc = list(args.layers)
-    sizes = [784, *enc, *enc[-2::-1], 784]
     activations = ["sigmoid"] * (len(enc) - 1) + ["linear"] + ["sigmoid"] * (len(enc) - 1)
     seeds = np.random.SeedSequence(args.seed).spawn(2)
     model = build_mlp(sizes, activations, np.random.default_rng(seeds[0]), dtype=dtype, target_is_input=True)
     batch_seed = int(seeds[1].generate_state(1)[0])
-    method = "SGD" if args.sgd else "HF"
-    print(f"{args.data} autoencoder {'-'.join(map(str, sizes))} ({method}): {len(x_train)} training and "
-          f"{len(x_test)} test cases, budget {args.budget:g} s", flush=True)
-
     cls = sgd_optimizer if args.sgd else hf_optimizer
     opt = cls(model.params, model.inputs, model.s, model.costs, mode=args.mode)
+    compile_now(opt, stamp, processes=min(2, args.workers), names=["gradient", "cost"] if args.sgd else None)
 
     def validate():  # (train cross-entropy, train squared error, test cross-entropy, test squared error)
         return [*mean_costs(opt, x_train), *mean_costs(opt, x_test)]

@@ -25,7 +25,8 @@ import numpy as np
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import Clock, build_mlp, update_line  # noqa: E402
+from _common import (Clock, announce_compile_cache, backend_summary, build_mlp, compile_now, cores,  # noqa: E402
+                     say, update_line)
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
 XOR_Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
@@ -51,13 +52,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    dtype = "float32" if args.float32 else "float64"
+    sizes = [2, *args.hidden, 1]
+    say(f"example_NN: {'SGD' if args.sgd else 'HF'} trains a {'-'.join(map(str, sizes))} sigmoid network on the 4 XOR "
+        f"cases ({dtype}, seed {args.seed}); {backend_summary(args.mode)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from hf_symbolic import BatchDataset, hf_optimizer
     from hf_symbolic.sgd import sgd_optimizer
 
-    dtype = "float32" if args.float32 else "float64"
+    stamp = announce_compile_cache("example_NN", dtype, args.mode)
     rng = np.random.default_rng(args.seed)
-    sizes = [2, *args.hidden, 1]
     model = build_mlp(sizes, ["sigmoid"] * len(args.hidden), rng, dtype=dtype)
     data = [XOR_X.astype(dtype), XOR_Y.astype(dtype)]
     train_ds = BatchDataset(data, 4, seed=args.seed + 1)
@@ -74,12 +78,13 @@ def main(argv=None):
             solved["update"] = stats.update
             raise StopIteration
 
+    cls = sgd_optimizer if args.sgd else hf_optimizer
+    opt = cls(model.params, model.inputs, model.s, model.costs, mode=args.mode)
+    compile_now(opt, stamp, processes=min(2, cores()), names=["gradient", "cost"] if args.sgd else None)
     if args.sgd:
-        opt = sgd_optimizer(model.params, model.inputs, model.s, model.costs, mode=args.mode)
         opt.train(train_ds, learning_rate=args.sgd_lr, num_updates=args.updates, validation=valid_ds,
                   steps_per_update=args.sgd_steps, callback=report, time_budget=args.budget)
     else:
-        opt = hf_optimizer(model.params, model.inputs, model.s, model.costs, mode=args.mode)
         opt.train(train_ds, train_ds, initial_lambda=args.lambda0, mu=0.0, max_cg_iterations=args.max_cg,
                   num_updates=args.updates, validation=valid_ds, callback=report, time_budget=args.budget)
     result = opt.result

@@ -27,6 +27,11 @@ import time
 
 import numpy as np
 
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import announce_compile_cache, backend_summary, compile_now, say  # noqa: E402
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -96,53 +101,80 @@ def build_model(n_hidden, dtype, rng, radius=1.1, input_scale=0.1):
     return list(p.values()), [x, y], s, [cost, error], (h + 1) / 2, ha, prob
 
 
-def plot_history(history_path, png_path):
+def plot_history(history_path, png_path, solved_update=None):
+    """Learning curves of the history file: cost, validation error and lambda against updates and seconds.
+
+    The x axes are the update number (top row) and the training seconds (bottom
+    row, compile excluded); the update that solved the task is marked. Returns
+    None when the PNG was written, else the reason it was not.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return "matplotlib is not installed: pip install -e '.[examples]'"
     rows = [json.loads(line) for line in open(history_path)]
     if not rows:
-        return False
-    u = [r["update"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    axes[0].semilogy(u, [r["costs"][0] for r in rows], label="train cost")
-    axes[0].set_title("cross-entropy")
-    axes[1].plot(u, [r["validation"][1] if r.get("validation") else np.nan for r in rows])
-    axes[1].set_title("validation error")
-    axes[2].semilogy(u, [r["lambda_"] for r in rows])
-    axes[2].set_title("lambda")
-    for ax in axes:
-        ax.set_xlabel("update")
+        return "the history is empty"
+    u = np.array([r["update"] for r in rows])
+    t = np.cumsum([r["seconds"] for r in rows])
+    curves = [
+        ("training cross-entropy", [r["costs"][0] for r in rows], True),
+        ("validation error (fraction wrong)", [r["validation"][1] if r.get("validation") else np.nan for r in rows],
+         False),
+        ("damping lambda", [r["lambda_"] for r in rows], True),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharex="row")
+    for row, (x, xlabel) in enumerate(((u, "update"), (t, "training seconds (compile excluded)"))):
+        for col, (title, y, log) in enumerate(curves):
+            ax = axes[row, col]
+            (ax.semilogy if log else ax.plot)(x, y, marker="o", markersize=3)
+            ax.set_title(title)
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            if solved_update is not None and solved_update in u:
+                i = int(np.flatnonzero(u == solved_update)[0])
+                ax.axvline(x[i], color="tab:green", linestyle="--", linewidth=1)
+                ax.plot([x[i]], [y[i]], marker="*", markersize=12, color="tab:green",
+                        label=f"solved at update {solved_update} ({t[i]:.0f} s of training)")
+                if col == 1:
+                    ax.legend(loc="best", fontsize=8)
+    axes[0, 0].xaxis.get_major_locator().set_params(integer=True)  # shared by the top row
+    fig.suptitle(os.path.basename(os.path.splitext(history_path)[0]))
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
     plt.close(fig)
-    return True
+    return None
 
 
 def main(argv=None):
     args = parse_args(argv)
+    dtype = "float64" if args.float64 else "float32"
+    method = "SGD" if args.sgd else "HF"
+    base = args.checkpoint or f"memorization_T{args.T}_seed{args.seed}"
+    history = args.history or os.path.splitext(base)[0] + ".jsonl"
+    png = args.plot or os.path.splitext(history)[0] + ".png"
+    say(f"example_RNN: {method} trains a {args.hidden}-unit tanh RNN to remember the first bit of T={args.T} random "
+        f"bits ({args.train} training, {args.valid} validation sequences, {dtype}, seed {args.seed}); "
+        f"{backend_summary(args.mode)}; {args.workers} process(es)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from hf_symbolic import BatchDataset, hf_optimizer
     from hf_symbolic.datasets import memorization
     from hf_symbolic.sgd import sgd_optimizer
 
-    dtype = "float64" if args.float64 else "float32"
+    stamp = announce_compile_cache("example_RNN", dtype, args.mode)
     rng = np.random.default_rng(args.seed)
     x_train, y_train = memorization(T=args.T, n=args.train, seed=rng, dtype=dtype)
     x_valid, y_valid = memorization(T=args.T, n=args.valid, seed=rng, dtype=dtype)
     p, inputs, s, costs, h, ha, _ = build_model(args.hidden, dtype, rng, args.radius, args.input_scale)
 
-    base = args.checkpoint or f"memorization_T{args.T}_seed{args.seed}"
-    history = args.history or os.path.splitext(base)[0] + ".jsonl"
-    png = args.plot or os.path.splitext(history)[0] + ".png"
     axes = [1, 0]  # cases: axis 1 of x (time, cases, 1), axis 0 of y
     gradient_ds = BatchDataset([x_train, y_train], args.gradient_batch, case_axis=axes, seed=args.seed + 1)
     cg_ds = BatchDataset([x_train, y_train], args.cg_batch, case_axis=axes, seed=args.seed + 2)
     valid_ds = BatchDataset([x_valid, y_valid], args.valid, case_axis=axes, shuffle=False)
+    say(f"history: {history}  learning curves: {png} (written at the end)")
 
     t_start = time.perf_counter()
     solved = {"update": None}
@@ -163,10 +195,14 @@ def main(argv=None):
 
     if args.sgd:
         opt = sgd_optimizer(p, inputs, s, costs, mode=args.mode)
+    else:
+        opt = hf_optimizer(p, inputs, s, costs, h=h, ha=ha, mode=args.mode)
+    compile_seconds = compile_now(opt, stamp, processes=min(2, args.workers),
+                                  names=["gradient", "cost"] if args.sgd else None)
+    if args.sgd:
         opt.train(gradient_ds, learning_rate=args.sgd_lr, num_updates=args.updates, validation=valid_ds,
                   callback=report, save_progress=args.checkpoint, history_file=history, time_budget=args.budget)
     else:
-        opt = hf_optimizer(p, inputs, s, costs, h=h, ha=ha, mode=args.mode)
         opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=args.mu, max_cg_iterations=args.max_cg,
                   num_updates=args.updates, validation=valid_ds, save_progress=args.checkpoint, callback=report,
                   history_file=history, time_budget=args.budget, workers=args.workers)
@@ -175,16 +211,15 @@ def main(argv=None):
     last_valid = next((st.validation for st in reversed(result.history) if st.validation is not None), None)
     if solved["update"] is None and last_valid is not None and last_valid[1] == 0.0:
         solved["update"] = result.history[-1].update  # resumed from a run that had already solved it
-    plotted = plot_history(history, png)
-    method = "SGD" if args.sgd else "HF"
+    not_plotted = plot_history(history, png, solved["update"])
     if solved["update"] is not None:
         print(f"SOLVED: T={args.T} seed={args.seed} ({method}) 0 errors on {args.valid} validation sequences "
-              f"after {solved['update']} updates and {elapsed:.1f} s (this process; compile {opt.compile_seconds:.1f} s)")
+              f"after {solved['update']} updates and {elapsed:.1f} s (this process; compile {compile_seconds:.1f} s)")
     else:
         err = "n/a" if last_valid is None else f"{last_valid[1]:.4f}"
         print(f"NOT SOLVED: T={args.T} seed={args.seed} ({method}) validation error {err} after "
               f"{result.updates} updates and {elapsed:.1f} s ({result.message})")
-    print(f"history: {history}" + (f"  plot: {png}" if plotted else ""))
+    print(f"history: {history}  " + (f"plot: {png}" if not_plotted is None else f"no plot: {not_plotted}"))
     return 0 if solved["update"] is not None else 1
 
 

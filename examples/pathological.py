@@ -37,7 +37,8 @@ import numpy as np
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import Clock, build_rnn, update_line  # noqa: E402
+from _common import (Clock, announce_compile_cache, backend_summary, build_rnn, compile_now,  # noqa: E402
+                     say, update_line)
 
 
 def parse_args(argv=None):
@@ -95,6 +96,10 @@ def evaluate_in_chunks(evaluate, task, T, n, rng, dtype, chunk=1000):
 
 def main(argv=None):
     args = parse_args(argv)
+    dtype = "float64" if args.float64 else "float32"
+    say(f"pathological: {'SGD' if args.sgd else 'HF'} trains a {args.hidden}-unit tanh RNN on {args.task} T={args.T} "
+        f"({args.train} training, {args.valid} validation, {args.test} test sequences, {dtype}, seed {args.seed}); "
+        f"{backend_summary(args.mode)}; {args.workers} process(es)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import pytensor
 
@@ -103,7 +108,7 @@ def main(argv=None):
     from hf_symbolic.sgd import sgd_optimizer
 
     task = get_task(args.task)
-    dtype = "float64" if args.float64 else "float32"
+    stamp = announce_compile_cache(f"pathological-{task.output}-{task.output_steps}", dtype, args.mode)
     seeds = np.random.SeedSequence(args.seed).spawn(5)
     rng_init, rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in seeds[:4])
     model = build_rnn(task.n_in, args.hidden, task.n_out, task.output, rng_init, output_steps=task.output_steps,
@@ -122,6 +127,7 @@ def main(argv=None):
         gradient_ds = BatchDataset([x_train, y_train], args.gradient_batch, case_axis=axes, seed=batch_seed)
         cg_ds = BatchDataset([x_train, y_train], args.cg_batch, case_axis=axes, seed=batch_seed + 1)
         opt = hf_optimizer(model.params, model.inputs, model.s, model.costs, h=model.h, ha=model.ha, mode=args.mode)
+    compile_now(opt, stamp, processes=min(2, args.workers), names=["gradient", "cost"] if args.sgd else None)
     evaluate = pytensor.function(model.inputs, [model.costs[0], model.out], mode=opt.mode, name="evaluate")
     solved = {"update": None, "theta": None, "last": None}
 

@@ -180,7 +180,11 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
             ``line_search``, ``armijo_c`` (1e-2), ``line_search_shrink`` (0.8),
             ``line_search_tries`` (60), ``preconditioner_exponent`` (0.75),
             ``damping`` (a :class:`~hf_symbolic.solve.damping.DampingRule`),
-            ``max_failures`` (5), ``time_budget`` (seconds).
+            ``max_failures`` (5), ``time_budget`` (seconds), ``verbose``: like
+            scipy's ``disp``, one line per update (update, costs, validation,
+            lambda, CG iterations, seconds) on stderr, by default (None) only
+            when the caller configured no logging (:mod:`hf_symbolic.train.progress`);
+            False never, True always.
 
         Returns
         -------
@@ -210,17 +214,18 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
                                                          blas_threads=blas_threads, name=evaluator))
         result = run_training(self, rule, opts.loop_settings(), gradient_dataset, cg_dataset, validation=validation,
                               save_progress=save_progress, callback=callback, history_file=history_file,
-                              environment=_environment(blas_threads, reuse_memory))
+                              environment=_environment(blas_threads, reuse_memory), verbose=opts.verbose)
         return result.params
 
 
 class _FirstOrderOptimizer(Model):
     def _train(self, rule, gradient_dataset, num_updates, validation, validation_frequency, patience,
-               save_progress, callback, history_file, time_budget, max_failures):
+               save_progress, callback, history_file, time_budget, max_failures, verbose):
         settings = LoopSettings(num_updates=num_updates, validation_frequency=validation_frequency, patience=patience,
                                 time_budget=time_budget, max_failures=max_failures)
         result = run_training(self, rule, settings, gradient_dataset, None, validation=validation,
-                              save_progress=save_progress, callback=callback, history_file=history_file)
+                              save_progress=save_progress, callback=callback, history_file=history_file,
+                              verbose=verbose)
         return result.params
 
 
@@ -243,18 +248,19 @@ class sgd_optimizer(_FirstOrderOptimizer):  # noqa: N801
 
     def train(self, gradient_dataset, cg_dataset=None, learning_rate=0.01, momentum=0.9, num_updates=100,
               validation=None, validation_frequency=1, patience=np.inf, save_progress=None, *, nesterov=False,
-              steps_per_update=1, callback=None, history_file=None, time_budget=None, max_failures=5):
+              steps_per_update=1, callback=None, history_file=None, time_budget=None, max_failures=5, verbose=None):
         """Train with SGD (:class:`~hf_symbolic.train.first_order.SGDStep`). One *update* is
         ``steps_per_update`` passes over ``gradient_dataset.iterate()``, one parameter step per batch;
         ``nesterov=True`` takes each gradient at the look-ahead point (Sutskever et al. 2013).
-        ``cg_dataset`` is accepted and ignored (interface parity with HF).
+        ``cg_dataset`` is accepted and ignored (interface parity with HF). ``verbose`` as for
+        :meth:`hf_optimizer.train` (one line per update, like scipy's ``disp``).
 
         Returns the best parameters (list of arrays); the record is in :attr:`result`.
         """
         rule = SGDStep(self, learning_rate=learning_rate, momentum=momentum, steps_per_update=steps_per_update,
                        nesterov=nesterov)
         return self._train(rule, gradient_dataset, num_updates, validation, validation_frequency, patience,
-                           save_progress, callback, history_file, time_budget, max_failures)
+                           save_progress, callback, history_file, time_budget, max_failures, verbose)
 
 
 class adam_optimizer(_FirstOrderOptimizer):  # noqa: N801
@@ -276,9 +282,9 @@ class adam_optimizer(_FirstOrderOptimizer):  # noqa: N801
 
     def train(self, gradient_dataset, cg_dataset=None, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
               num_updates=100, validation=None, validation_frequency=1, patience=np.inf, save_progress=None, *,
-              steps_per_update=1, callback=None, history_file=None, time_budget=None, max_failures=5):
+              steps_per_update=1, callback=None, history_file=None, time_budget=None, max_failures=5, verbose=None):
         """Train with Adam (:class:`~hf_symbolic.train.first_order.AdamStep`); the rest as :meth:`sgd_optimizer.train`."""
         rule = AdamStep(self, learning_rate=learning_rate, beta1=beta1, beta2=beta2, eps=eps,
                         steps_per_update=steps_per_update)
         return self._train(rule, gradient_dataset, num_updates, validation, validation_frequency, patience,
-                           save_progress, callback, history_file, time_budget, max_failures)
+                           save_progress, callback, history_file, time_budget, max_failures, verbose)

@@ -66,6 +66,67 @@ def test_xor_out_of_updates_returns_1(capsys):
     assert len(update_lines(lines)) == 1
 
 
+# -- example_RNN ----------------------------------------------------------------
+
+
+def test_rnn_says_what_runs_first_and_draws_its_curves(tmp_path, capsys):
+    history = tmp_path / "tiny.jsonl"
+    argv = ["--T", "10", "--hidden", "10", "--train", "200", "--valid", "100", "--gradient-batch", "100",
+            "--cg-batch", "50", "--updates", "2", "--workers", "2", "--history", str(history)]
+    rc, lines = run("example_RNN", argv, capsys)
+    assert rc == 1 and lines[-2].startswith("NOT SOLVED: T=10 seed=1 (HF)")
+    # what runs comes first, before anything is compiled or trained
+    assert lines[0].startswith("example_RNN: HF trains a 10-unit tanh RNN to remember the first bit of T=10 ")
+    assert "200 training, 100 validation sequences, float32, seed 1" in lines[0] and "PyTensor" in lines[0]
+    compiled = [line.split()[1] for line in lines if line.startswith("  compiled hf_")]
+    assert sorted(compiled) == ["hf_cost", "hf_forward_cache", "hf_gradient"], lines
+    first_compile = next(i for i, line in enumerate(lines) if line.startswith("  compiled"))
+    first_update = lines.index(update_lines(lines)[0])
+    assert first_compile < first_update and len(update_lines(lines)) == 2
+    png = tmp_path / "tiny.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert lines[-1] == f"history: {history}  no plot: matplotlib is not installed: pip install -e '.[examples]'"
+    else:
+        assert lines[-1] == f"history: {history}  plot: {png}"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rnn_plot_marks_the_solving_update(tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+
+    history = tmp_path / "h.jsonl"
+    rows = [dict(update=u, costs=[c, e], validation=[c, e], lambda_=lam, seconds=s)
+            for u, c, e, lam, s in [(1, 0.7, 0.4, 0.5, 3.0), (2, 0.3, 0.1, 0.3, 2.0), (3, 0.05, 0.0, 0.2, 4.0)]]
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ex = load("example_RNN")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *a, **k):
+        figures.append(fig)
+        return real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = keep
+    try:
+        assert ex.plot_history(str(history), str(tmp_path / "h.png"), solved_update=3) is None
+    finally:
+        plt.Figure.savefig = real_savefig
+    (fig,) = figures
+    axes = fig.axes
+    assert [ax.get_xlabel() for ax in axes] == ["update"] * 3 + ["training seconds (compile excluded)"] * 3
+    for ax in axes:  # the solving update, at update 3 and after 3 + 2 + 4 = 9 s of training
+        marks = [line for line in ax.get_lines() if line.get_marker() == "*"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == ([3] if ax.get_xlabel() == "update" else [9.0])
+    assert "solved at update 3" in axes[1].get_legend().get_texts()[0].get_text()
+    assert list(axes[4].get_lines()[0].get_xdata()) == [3.0, 5.0, 9.0]
+    assert list(axes[1].get_lines()[0].get_ydata()) == [0.4, 0.1, 0.0]
+
+
 # -- pathological ---------------------------------------------------------------
 
 FINAL = re.compile(r"^(SOLVED|NOT SOLVED): (\w+) T=(\d+) seed=\d+ \((HF|SGD)\) wrong fraction ([0-9.]+) "

@@ -56,6 +56,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hf_symbolic.model.model import Model
+
 __all__ = ["ItemBatcher", "ItemModel", "build_item_model"]
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ def _python_loops(outputs):
     """The ``Blockwise`` nodes of a graph that would run a Python loop (matmul, a batched Dot, does not)."""
     from pytensor.tensor.math import Dot
 
-    from ..graph.vectorize_scan import blockwise_nodes
+    from hf_symbolic.graph.vectorize_scan import blockwise_nodes
 
     return [n for n in blockwise_nodes(outputs) if not isinstance(n.op.core_op, Dot)]
 
@@ -105,7 +107,7 @@ def build_item_model(inputs, s, costs, h=None, ha=None) -> ItemModel:
     """
     import pytensor.tensor as pt
 
-    from ..graph.vectorize_scan import vectorize_equal_shapes
+    from hf_symbolic.graph.vectorize_scan import vectorize_equal_shapes
 
     items = [pt.tensor(dtype=x.type.dtype, shape=(None, *x.type.shape), name=f"{x.name or 'input'}_items")
              for x in inputs]
@@ -163,8 +165,6 @@ class ItemBatcher:
 
     def __init__(self, p, inputs, s, costs, h=None, ha=None, *, curvature="gauss-newton", mode=None,
                  cache_forward=True, per_item=None, max_items=256):
-        from ..optimizer import hf_optimizer
-
         self._model_args = (list(p), list(inputs), s, list(costs), h, ha)
         self.curvature = curvature
         self.mode = mode
@@ -180,9 +180,9 @@ class ItemBatcher:
         self.h_ndim = None if h is None else h.type.ndim
         try:
             self.model = build_item_model(inputs, s, costs, h, ha)
-            self.vectorized = hf_optimizer(list(p), self.model.inputs, self.model.s, self.model.costs,
-                                           self.model.h, self.model.ha, curvature=curvature, mode=mode,
-                                           case_axes=0, cache_forward=cache_forward)
+            self.vectorized = Model(list(p), self.model.inputs, self.model.s, self.model.costs,
+                                    self.model.h, self.model.ha, curvature=curvature, mode=mode,
+                                    case_axes=0, cache_forward=cache_forward)
         except Exception as exc:  # any failure to vectorize: the per-item path, exact
             self.model = None
             self.fallback_reason = f"{type(exc).__name__}: {exc}"
@@ -198,11 +198,9 @@ class ItemBatcher:
     def per_item(self):
         """The per-item ``hf_optimizer`` (the fallback path)."""
         if self._per_item is None:
-            from ..optimizer import hf_optimizer
-
             p, inputs, s, costs, h, ha = self._model_args
-            self._per_item = hf_optimizer(p, inputs, s, costs, h, ha, curvature=self.curvature, mode=self.mode,
-                                          cache_forward=self.cache_forward)
+            self._per_item = Model(p, inputs, s, costs, h, ha, curvature=self.curvature, mode=self.mode,
+                                   cache_forward=self.cache_forward)
         return self._per_item
 
     def _buckets(self, items):
@@ -212,7 +210,7 @@ class ItemBatcher:
         (used by the per-item path). The last few results are cached by the
         identity of the item arrays.
         """
-        from ..validation import check_batch
+        from hf_symbolic.model.checks import check_batch
 
         inputs = self._model_args[1]
         items = [check_batch(inputs, it, name="item") for it in items]
@@ -283,7 +281,7 @@ class ItemBatcher:
         bucket here; every ``matvec`` is the bucket-weighted sum of the buckets'
         undamped products, plus ``damping * v``.
         """
-        from ..optimizer import CurvatureOperator
+        from hf_symbolic.model.model import CurvatureOperator
 
         c = float(structural_coefficient)
         ops = []
@@ -349,8 +347,8 @@ class ItemBatcher:
         import pytensor.tensor as pt
         from pytensor.gradient import grad
 
-        from ..backend import compile_flags
-        from ..graph.vectorize_scan import vectorize_equal_shapes
+        from hf_symbolic.graph.backend import compile_flags
+        from hf_symbolic.graph.vectorize_scan import vectorize_equal_shapes
 
         p, inputs, s, costs, h, ha = self._model_args
         g = pt.concatenate([gi.ravel().astype("float64") for gi in grad(costs[0], p)])
@@ -358,8 +356,8 @@ class ItemBatcher:
         loops = _python_loops([g_b])
         if loops or g_b.type.ndim != 2:
             raise NotImplementedError(f"per-item gradients are not vectorizable: {sorted({str(n.op) for n in loops})}")
-        from ..backend import default_mode
-        from ..validation import check_mode
+        from hf_symbolic.graph.backend import default_mode
+        from hf_symbolic.model.checks import check_mode
 
         mode = check_mode(default_mode() if self.mode is None else self.mode)  # as hf_optimizer resolves it
         t0 = time.perf_counter()

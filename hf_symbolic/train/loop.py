@@ -28,6 +28,7 @@ from hf_symbolic.errors import ArgumentError, CheckpointCorruptError, NumericalF
 from hf_symbolic.train.checkpoint import load_checkpoint, save_checkpoint
 from hf_symbolic.train.checkpoint_lock import CheckpointLock
 from hf_symbolic.train.options import LoopSettings
+from hf_symbolic.train.progress import sgd_line, show_progress
 from hf_symbolic.train.state import (
     check_dataset,
     check_signature,
@@ -92,9 +93,7 @@ class StepRule:
 
     def log_update(self, s: UpdateStats) -> None:
         """Log one line for the update (the progress line of ``train``)."""
-        val = "" if s.validation is None else " valid=" + ",".join(f"{v:.5g}" for v in s.validation)
-        log.info("update %d: cost %.6g%s step=%.3g%s %.2fs", s.update, s.costs[0], val, s.step,
-                 "" if s.accepted else f" rejected({s.failure})", s.seconds)
+        log.info("%s", sgd_line(s))
 
 
 class Run:
@@ -204,7 +203,8 @@ class Run:
 
 
 def run_training(model, rule: StepRule, settings: LoopSettings, gradient_dataset, cg_dataset=None, *,
-                 validation=None, save_progress=None, callback=None, history_file=None, environment=None) -> TrainResult:
+                 validation=None, save_progress=None, callback=None, history_file=None, environment=None,
+                 verbose=None) -> TrainResult:
     """Train ``model`` with ``rule``; the result is also stored as ``model.result``.
 
     Parameters
@@ -212,6 +212,9 @@ def run_training(model, rule: StepRule, settings: LoopSettings, gradient_dataset
     environment : context manager, optional
         Entered around the updates (BLAS threads, memory reuse), after the
         checkpoint is loaded.
+    verbose : bool or None
+        One line per update on stderr: None only when the caller configured no
+        logging (:mod:`hf_symbolic.train.progress`), False never, True always.
     """
     check_dataset(gradient_dataset, "gradient_dataset")
     if cg_dataset is not None:
@@ -244,7 +247,7 @@ def run_training(model, rule: StepRule, settings: LoopSettings, gradient_dataset
             resumed = True
             log.info("resumed from %s at update %d", save_progress, run.update)
         history = HistoryWriter(history_file, truncate_to=run.update if resumed else None) if history_file else None
-        with environment if environment is not None else contextlib.nullcontext():
+        with environment if environment is not None else contextlib.nullcontext(), show_progress(verbose):
             rule.begin(run)
             try:
                 return _loop(run, save_progress, callback, history, datasets)

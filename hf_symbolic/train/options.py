@@ -13,7 +13,7 @@ from hf_symbolic.solve.damping import DampingRule
 __all__ = ["TrainOptions", "LoopSettings", "RESUMABLE_CHANGES"]
 
 #: Options whose change between a run and its resumption is allowed (they do not alter past updates).
-RESUMABLE_CHANGES = frozenset({"num_updates", "patience", "time_budget", "max_failures"})
+RESUMABLE_CHANGES = frozenset({"num_updates", "patience", "time_budget", "max_failures", "verbose"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class TrainOptions:
     damping: DampingRule = field(default_factory=DampingRule)
     max_failures: int = 5
     time_budget: float | None = None
+    verbose: bool | None = None
 
     def __post_init__(self):
         finite = math.isfinite
@@ -90,6 +91,8 @@ class TrainOptions:
         if not (isinstance(self.preconditioner, (bool, np.bool_, str))
                 or (hasattr(self.preconditioner, "statistic") and callable(getattr(self.preconditioner, "diagonal", None)))):
             bad("preconditioner", self.preconditioner, "True, False, a registered name or a preconditioner object")
+        if self.verbose is not None:
+            check_bool("verbose", self.verbose)
         if not isinstance(self.damping, DampingRule):
             bad("damping", self.damping, "a hf_symbolic.DampingRule")
 

@@ -11,7 +11,7 @@ from pytensor.scan.utils import until
 from pytensor.tensor.blockwise import Blockwise
 from pytensor.tensor.math import Dot
 
-from hf_symbolic.backend import default_mode
+from hf_symbolic.graph.backend import default_mode
 from hf_symbolic.graph.vectorize_scan import blockwise_nodes, vectorize_equal_shapes
 
 MODE = default_mode()
