@@ -310,15 +310,11 @@ class ItemBatcher:
 
     def plain_product(self, items, v):
         """The undamped curvature product (no structural term) of the mean over items (float64)."""
-        hessian = self.curvature == "hessian"
-
         def vec(b, n):
-            o = self.vectorized
-            return np.asarray(o.hessian_product(v, b) if hessian else o.gauss_newton_product(v, b), dtype=np.float64)
+            return np.asarray(self.vectorized.plain_product(v, b), dtype=np.float64)
 
         def one(it):
-            o = self.per_item
-            return np.asarray(o.hessian_product(v, it) if hessian else o.gauss_newton_product(v, it), dtype=np.float64)
+            return np.asarray(self.per_item.plain_product(v, it), dtype=np.float64)
 
         return self._run(items, vec, one)
 

@@ -66,6 +66,29 @@ def test_a_registered_evaluator_is_selected_by_name_and_gives_the_serial_result(
 
 def test_an_unknown_evaluator_is_refused_before_training():
     opt, data = logistic()
-    with pytest.raises(ArgumentError, match=r"evaluator='gpu' is unknown: expected None .* one of \['dask', 'forked', 'serial'\]"):
+    with pytest.raises(ArgumentError, match=r"evaluator='gpu' is unknown: expected None .* one of \['dask', 'forked', 'items', 'serial'\]"):
         opt.train(data, data, num_updates=1, evaluator="gpu")
     assert opt.result is None
+
+
+def test_item_datasets_train_like_the_per_item_path():
+    """A 2012-style client (one item per sequence) trains on the item-vectorized model to the per-item result."""
+    from hf_symbolic import SequenceDataset
+    from models import rnn
+
+    def run(evaluator):
+        m = rnn(structural=True, n=1, T=6, seed=4)
+        opt = hf_optimizer(m.p, m.inputs, m.s, m.costs, h=m.h, ha=m.ha)
+        rng = np.random.default_rng(5)
+        x, y = m.batch
+        xs = [rng.normal(size=x.shape) for _ in range(24)]
+        ys = [rng.random(size=y.shape) for _ in range(24)]
+        data = SequenceDataset([xs, ys], batch_size=None, number_batches=12, minimum_size=1, seed=1)
+        cg = SequenceDataset([xs, ys], batch_size=None, number_batches=8, minimum_size=1, seed=2)
+        opt.train(data, cg, num_updates=3, initial_lambda=0.5, mu=0.1, evaluator=evaluator)
+        return opt.get_flat(), opt.result
+
+    per_item, r1 = run("serial")
+    vectorized, r2 = run(None)  # a model with a scan: the item evaluator is the default
+    assert [s.cg_iterations for s in r1.history] == [s.cg_iterations for s in r2.history]
+    np.testing.assert_allclose(vectorized, per_item, rtol=1e-9, atol=1e-12)

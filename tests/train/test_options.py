@@ -57,3 +57,31 @@ def test_an_unknown_preconditioner_name_lists_the_registered_ones(setup):
     opt, data = setup
     with pytest.raises(ArgumentError, match=r"preconditioner='diagonal' is unknown: expected True, False or one of \[.*'martens'"):
         opt.train(data, data, preconditioner="diagonal", num_updates=1)
+
+
+def test_blas_threads_reach_the_blas_that_pytensor_links(tmp_path):
+    """train(blas_threads=1) limits the OpenBLAS loaded by PyTensor's compiled modules too (a fresh process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent('''
+        from hf_symbolic import BatchDataset, hf_optimizer
+        import numpy as np, pytensor, pytensor.tensor as pt
+        from threadpoolctl import threadpool_info
+        rng = np.random.default_rng(0)
+        W = pytensor.shared(rng.normal(size=(30, 30)), name="W")
+        x = pt.matrix("x")
+        s = pt.dot(x, W)
+        seen = []
+        opt = hf_optimizer([W], [x], s, [pt.mean(s ** 2)])
+        data = BatchDataset([rng.normal(size=(64, 30))], 64, seed=0)
+        def cb(stats):
+            seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        opt.train(data, data, num_updates=1, blas_threads=1, callback=cb, verbose=False)
+        print(sorted(set(seen)))
+    ''')
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[1]"
