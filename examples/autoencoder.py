@@ -67,8 +67,9 @@ def parse_args(argv=None):
     ap.add_argument("--lambda0", type=float, default=45.0,
                     help="initial Tikhonov damping (Martens' autoencoder setting)")
     ap.add_argument("--max-cg", type=int, default=250, help="maximum CG iterations per update")
-    ap.add_argument("--preconditioner", action="store_true",
-                    help="Martens' diagonal preconditioner (one gradient per case of the CG batch: slow)")
+    ap.add_argument("--preconditioner", nargs="?", const="martens", default=None,
+                    help="HF's CG preconditioner: a name of hf_symbolic.solve.preconditioners.REGISTRY "
+                         "(martens, gauss_newton_hutchinson, ...; the flag alone: martens)")
     ap.add_argument("--updates", type=int, default=100000, help="maximum number of updates")
     ap.add_argument("--budget", type=float, default=600.0, help="time budget in seconds (both methods)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batches")
@@ -77,14 +78,23 @@ def parse_args(argv=None):
                     help="processes sharing each batch (default: the cores available to this process)")
     ap.add_argument("--mode", default=None, help="PyTensor mode (default: hf_symbolic's default)")
     ap.add_argument("--float64", action="store_true", help="compute in float64 instead of float32")
-    ap.add_argument("--sgd", action="store_true", help="train with the SGD baseline instead of HF")
-    ap.add_argument("--sgd-lr", type=float, default=0.001, help="SGD learning rate")
+    ap.add_argument("--method", choices=("hf", "sgd", "nesterov", "adam"), default="hf",
+                    help="HF, SGD with classical or Nesterov momentum, or Adam")
+    ap.add_argument("--sgd", action="store_true", help="the same as --method sgd")
+    ap.add_argument("--lr", "--sgd-lr", dest="lr", type=float, default=0.001,
+                    help="learning rate of the first-order methods")
     ap.add_argument("--sgd-momentum", type=float, default=0.9, help="SGD momentum")
-    ap.add_argument("--sgd-batch", type=int, default=200, help="SGD minibatch size (one update = one epoch)")
+    ap.add_argument("--sgd-batch", type=int, default=200,
+                    help="minibatch size of the first-order methods (one update = one epoch)")
+    ap.add_argument("--json", default=None,
+                    help="write the final errors, seconds, updates and the curve (errors against seconds) here")
     ap.add_argument("--save", default=None,
                     help="write the final parameters to this .npz file (arrays W0, b0, W1, ...)")
     ap.add_argument("--quiet", action="store_true", help="no per-update lines")
     args = ap.parse_args(argv)
+    if args.sgd:
+        args.method = "sgd"
+    args.sgd = args.method != "hf"  # a first-order method
     layers, n_train, cg_batch = DEFAULTS[args.data]
     args.layers = args.layers or layers
     args.train = args.train or n_train
@@ -129,13 +139,15 @@ def main(argv=None):
     args = parse_args(argv)
     enc = list(args.layers)
     sizes = [784, *enc, *enc[-2::-1], 784]
-    method = "SGD" if args.sgd else "HF"
+    method = {"hf": "HF", "sgd": "SGD", "nesterov": "Nesterov", "adam": "Adam"}[args.method]
+    if args.method == "hf" and args.preconditioner:
+        method += f" + {args.preconditioner}"
     say(f"{args.data} autoencoder {'-'.join(map(str, sizes))} ({method}): {args.train} training and "
         f"{args.test} test cases, budget {args.budget:g} s; {backend_summary(args.mode)}; {args.workers} process(es)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from hf_symbolic import BatchDataset, hf_optimizer
     from hf_symbolic.errors import DataNotFoundError
-    from hf_symbolic.sgd import sgd_optimizer
+    from hf_symbolic import adam_optimizer, sgd_optimizer
 
     dtype = "float64" if args.float64 else "float32"
     stamp = announce_compile_cache("autoencoder", dtype, args.mode)
@@ -148,7 +160,7 @@ def main(argv=None):
     seeds = np.random.SeedSequence(args.seed).spawn(2)
     model = build_mlp(sizes, activations, np.random.default_rng(seeds[0]), dtype=dtype, target_is_input=True)
     batch_seed = int(seeds[1].generate_state(1)[0])
-    cls = sgd_optimizer if args.sgd else hf_optimizer
+    cls = {"hf": hf_optimizer, "sgd": sgd_optimizer, "nesterov": sgd_optimizer, "adam": adam_optimizer}[args.method]
     opt = cls(model.params, model.inputs, model.s, model.costs, mode=args.mode)
     compile_now(opt, stamp, processes=min(2, args.workers), names=["gradient", "cost"] if args.sgd else None)
 
@@ -156,17 +168,23 @@ def main(argv=None):
         return [*mean_costs(opt, x_train), *mean_costs(opt, x_test)]
 
     clock = Clock()
+    curve = []
 
     def report(stats):
         v = stats.validation
+        curve.append(dict(update=stats.update, seconds=clock(), train_error=v[1], test_error=v[3]))
         if not args.quiet:
             print(update_line(stats, clock, f"train error {v[1]:.4f}  test error {v[3]:.4f}"), flush=True)
 
     if args.sgd:
         steps = max(1, len(x_train) // args.sgd_batch)
         ds = BatchDataset([x_train], args.sgd_batch, number_batches=steps, seed=batch_seed)
-        opt.train(ds, learning_rate=args.sgd_lr, momentum=args.sgd_momentum, num_updates=args.updates,
-                  validation=validate, callback=report, time_budget=args.budget)
+        common = dict(num_updates=args.updates, validation=validate, callback=report, time_budget=args.budget)
+        if args.method == "adam":
+            opt.train(ds, learning_rate=args.lr, **common)
+        else:
+            opt.train(ds, learning_rate=args.lr, momentum=args.sgd_momentum, nesterov=args.method == "nesterov",
+                      **common)
     else:
         gradient_ds = BatchDataset([x_train], args.gradient_batch, seed=batch_seed)
         cg_ds = BatchDataset([x_train], args.cg_batch, seed=batch_seed + 1)
@@ -185,6 +203,16 @@ def main(argv=None):
           f"(squared error per case; cross-entropy train {train_ce:.3f} test {test_ce:.3f}) after {result.updates} "
           f"updates and {seconds:.1f} s of a {args.budget:g} s budget ({result.message}; best update "
           f"{result.best_update}; compile {opt.compile_seconds:.1f} s)")
+    if args.json:
+        import json
+
+        record = dict(data=args.data, method=args.method, learning_rate=None if args.method == "hf" else args.lr,
+                      preconditioner=args.preconditioner, seed=args.seed, budget=args.budget,
+                      train_error=float(train_sq), test_error=float(test_sq), seconds=seconds,
+                      updates=result.updates, status=result.status, curve=curve)
+        with open(args.json, "w") as f:
+            json.dump(record, f)
+        print(f"results written to {args.json}")
     return 0 if math.isfinite(train_sq) and math.isfinite(test_sq) else 1
 
 

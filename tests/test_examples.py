@@ -192,6 +192,26 @@ def test_autoencoder_curves_errors_match_numpy(tmp_path, capsys):
     assert float(m.group(1)) <= first
 
 
+@pytest.mark.parametrize("method", ["adam", "nesterov"])
+def test_autoencoder_first_order_methods_write_their_json(tmp_path, capsys, method):
+    import json
+
+    out = tmp_path / "run.json"
+    argv = ["curves", "--train", "200", "--test", "100", "--layers", "40", "20", "6", "--updates", "3",
+            "--float64", "--method", method, "--lr", "0.001", "--sgd-batch", "50", "--json", str(out)]
+    rc, lines = run("autoencoder", argv, capsys)
+    assert rc == 0
+    name = {"adam": "Adam", "nesterov": "Nesterov"}[method]
+    m = re.search(rf"FINAL: curves \({name}\) train error ([0-9.]+)  test error ([0-9.]+) .* after 3 updates", "\n".join(lines))
+    assert m, lines[-3:]
+    record = json.loads(out.read_text())
+    assert record["method"] == method and record["learning_rate"] == 0.001 and record["updates"] == 3
+    assert record["train_error"] == pytest.approx(float(m.group(1)), abs=1e-4)
+    assert record["test_error"] == pytest.approx(float(m.group(2)), abs=1e-4)
+    assert [p["update"] for p in record["curve"]] == [1, 2, 3]
+    assert all(a["seconds"] <= b["seconds"] for a, b in zip(record["curve"], record["curve"][1:]))
+
+
 def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
     rc = load("autoencoder").main(["fashion-mnist", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err

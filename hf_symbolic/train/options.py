@@ -88,9 +88,11 @@ class TrainOptions:
             check_real("time_budget", self.time_budget, lambda v: v > 0, "None or a number of seconds > 0")
         for name in ("global_backtracking", "backtracking", "line_search"):
             check_bool(name, getattr(self, name))
+        if self.preconditioner is None:  # the same as False (and recorded so in checkpoints)
+            object.__setattr__(self, "preconditioner", False)
         if not (isinstance(self.preconditioner, (bool, np.bool_, str))
                 or (hasattr(self.preconditioner, "statistic") and callable(getattr(self.preconditioner, "diagonal", None)))):
-            bad("preconditioner", self.preconditioner, "True, False, a registered name or a preconditioner object")
+            bad("preconditioner", self.preconditioner, "True, False, None, a registered name or a preconditioner object")
         if self.verbose is not None:
             check_bool("verbose", self.verbose)
         if not isinstance(self.damping, DampingRule):
