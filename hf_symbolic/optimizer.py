@@ -210,12 +210,12 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
 
             check_client(client)
         check_evaluator_name(evaluator)
+        rule = HFStep(self, opts, lambda: make_evaluator(self, workers=workers, client=client,
+                                                         blas_threads=blas_threads, name=evaluator))
         if client is None:
             # compile (and so load PyTensor's BLAS) before blas_threads applies: threadpoolctl limits
             # only the libraries already loaded, and a BLAS loaded later would run with its own default
             self.compile_needed()
-        rule = HFStep(self, opts, lambda: make_evaluator(self, workers=workers, client=client,
-                                                         blas_threads=blas_threads, name=evaluator))
         result = run_training(self, rule, opts.loop_settings(), gradient_dataset, cg_dataset, validation=validation,
                               save_progress=save_progress, callback=callback, history_file=history_file,
                               environment=_environment(blas_threads, reuse_memory), verbose=opts.verbose)
