@@ -22,6 +22,7 @@ from hf_symbolic.train.hf_step import HFStep
 from hf_symbolic.train.loop import LoopSettings, run_training
 from hf_symbolic.train.memory import reuse_freed_memory
 from hf_symbolic.train.options import TrainOptions
+from hf_symbolic.train.state import check_dataset
 
 __all__ = ["hf_optimizer", "sgd_optimizer", "adam_optimizer", "CurvatureOperator"]
 
@@ -212,6 +213,10 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
         check_evaluator_name(evaluator)
         rule = HFStep(self, opts, lambda: make_evaluator(self, workers=workers, client=client,
                                                          blas_threads=blas_threads, name=evaluator))
+        check_dataset(gradient_dataset, "gradient_dataset")
+        check_dataset(cg_dataset, "cg_dataset")
+        if validation is not None and not callable(validation):
+            check_dataset(validation, "validation")
         if client is None:
             # compile (and so load PyTensor's BLAS) before blas_threads applies: threadpoolctl limits
             # only the libraries already loaded, and a BLAS loaded later would run with its own default
