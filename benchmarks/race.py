@@ -150,7 +150,7 @@ def plot(args, results, path):
             median = sorted(per_seed, key=lambda r: r["test_error"])[len(per_seed) // 2]
             t = [p["seconds"] for p in median["curve"]]
             e = [p["test_error"] for p in median["curve"]]
-            ax.plot(t, e, label=f"{m} ({median['test_error']:.2f})")
+            ax.plot(t, e, marker=".", label=f"{m} ({median['test_error']:.2f})")
         ax.set_title(f"{data}, {int(budget)} s (median seed)")
         ax.set_xlabel("seconds")
         ax.set_ylabel("test error (squared error per case)")
