@@ -8,6 +8,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
+from pytensor.graph.traversal import graph_inputs, io_toposort
+from pytensor.scan.op import Scan
 
 
 class DatasetWrapper:
@@ -109,10 +111,48 @@ def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, se
 # -- dense references ----------------------------------------------------------
 
 
+# The references are evaluated by PyTensor's Python linker (FAST_COMPILE): they are
+# independent of hf_symbolic's compiled graphs and compile no C code.  Two details keep
+# them free of C code: a Scan compiles its inner graph with PyTensor's default C mode
+# unless its own ``mode`` says otherwise (and its gradient inherits that mode), hence
+# ``_python_scans``; ``jacobian(..., vectorize=True)`` builds the rows without the scan
+# of the row-by-row Jacobian (the same matrix, checked against it when this was written).
+REFERENCE_MODE = "FAST_COMPILE"
+
+
+def _python_scans(outputs):
+    """``outputs`` with every Scan op replaced by a copy that runs its inner graph in Python."""
+    nodes = [n for n in io_toposort(graph_inputs(outputs), outputs) if isinstance(n.op, Scan)]
+    if not nodes:
+        return outputs
+    replace = {}
+    for node in nodes:
+        op = node.op.clone()
+        op.mode = REFERENCE_MODE
+        op._fn = None
+        inputs = [replace.get(x, x) for x in node.inputs]
+        new = op.make_node(*inputs)
+        replace.update(zip(node.outputs, new.outputs))
+    return clone_replace(outputs, replace=replace)
+
+
+def _reference_function(inputs, outputs):
+    return pytensor.function(inputs, outputs, on_unused_input="ignore", mode=REFERENCE_MODE)
+
+
+def reference_value(model, var):
+    """The value of ``var`` on the model's batch, computed by the reference mode."""
+    return _reference_function(model.inputs, _python_scans([var]))(*model.batch)[0]
+
+
 def _theta_graph(model, layout):
     theta = pt.vector("theta", dtype=layout.dtype)
     parts = layout.symbolic_split(theta)
     return theta, dict(zip(model.p, parts))
+
+
+def _dense_hessian(cost, wrt):
+    return pytensor.gradient.jacobian(pytensor.grad(cost, wrt), wrt, vectorize=True)
 
 
 def explicit_gauss_newton(model, layout, split=None, loss=None):
@@ -125,29 +165,26 @@ def explicit_gauss_newton(model, layout, split=None, loss=None):
     split = model.s if split is None else split
     theta, repl = _theta_graph(model, layout)
     theta0 = layout.flatten([x.get_value() for x in model.p])
-    s_theta = clone_replace(split, replace=repl)
-    jac = pytensor.gradient.jacobian(s_theta.flatten(), theta)
-    J = pytensor.function([theta, *model.inputs], jac, on_unused_input="ignore", mode="FAST_COMPILE")(theta0, *model.batch)
-    s_val = pytensor.function(model.inputs, split, on_unused_input="ignore", mode="FAST_COMPILE")(*model.batch)
+    (s_theta,) = _python_scans([clone_replace(split, replace=repl)])
+    jac = pytensor.gradient.jacobian(s_theta.flatten(), theta, vectorize=True)
+    J = _reference_function([theta, *model.inputs], jac)(theta0, *model.batch)
+    s_val = reference_value(model, split)
     s_flat = pt.vector("s_flat", dtype=split.dtype)
     s_var = s_flat.reshape(s_val.shape)
     if loss is None:
         loss_s = clone_replace(model.costs[0], replace={split: s_var})
     else:
         loss_s = loss(s_var)
-    H = pytensor.function([s_flat, *model.inputs], pytensor.gradient.hessian(loss_s, s_flat), on_unused_input="ignore", mode="FAST_COMPILE")(
-        s_val.ravel(), *model.batch
-    )
+    (loss_s,) = _python_scans([loss_s])
+    H = _reference_function([s_flat, *model.inputs], _dense_hessian(loss_s, s_flat))(s_val.ravel(), *model.batch)
     return J.T @ H @ J
 
 
 def explicit_hessian(model, layout):
     theta, repl = _theta_graph(model, layout)
     theta0 = layout.flatten([x.get_value() for x in model.p])
-    cost = clone_replace(model.costs[0], replace=repl)
-    return pytensor.function([theta, *model.inputs], pytensor.gradient.hessian(cost, theta), on_unused_input="ignore", mode="FAST_COMPILE")(
-        theta0, *model.batch
-    )
+    (cost,) = _python_scans([clone_replace(model.costs[0], replace=repl)])
+    return _reference_function([theta, *model.inputs], _dense_hessian(cost, theta))(theta0, *model.batch)
 
 
 def max_rel_err(a, b):
