@@ -75,8 +75,12 @@ def mlp(kind="sigmoid", sizes=(3, 4, 2), n=5, seed=0, dtype="float64"):
     return Model([W1, b1, W2, b2], [x, y], s, [cost, err], [X, Y])
 
 
-def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, seed=0, dtype="float64"):
-    """A tanh RNN through ``scan`` with a sigmoid output at the last step (or at every step)."""
+def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, seed=0, dtype="float64", scan_mode=None):
+    """A tanh RNN through ``scan`` with a sigmoid output at the last step (or at every step).
+
+    ``scan_mode`` is the scan's own mode (None: PyTensor's C mode, whatever the mode of
+    the function that runs it); its gradients and hf_symbolic's split scans inherit it.
+    """
     rng = np.random.default_rng(seed)
     Wx = _shared(rng, (n_in, n_h), "Wx", dtype=dtype)
     Wh = _shared(rng, (n_h, n_h), "Wh", dtype=dtype)
@@ -92,7 +96,7 @@ def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, se
         return pt.dot(x_t, Wx) + pt.dot(pt.tanh(a_prev), Wh) + bh
 
     a0 = pt.zeros((x.shape[1], n_h), dtype=dtype)
-    ha = pytensor.scan(step, sequences=x, outputs_info=[a0], return_updates=False)
+    ha = pytensor.scan(step, sequences=x, outputs_info=[a0], return_updates=False, mode=scan_mode)
     h = pt.tanh(ha)
     if every_step:
         s = pt.dot(h, Wo) + bo
