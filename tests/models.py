@@ -119,12 +119,12 @@ def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, se
 # independent of hf_symbolic's compiled graphs and compile no C code.  Two details keep
 # them free of C code: a Scan compiles its inner graph with PyTensor's default C mode
 # unless its own ``mode`` says otherwise (and its gradient inherits that mode), hence
-# ``_python_scans``; ``jacobian(..., vectorize=True)`` builds the rows without the scan
+# ``python_scans``; ``jacobian(..., vectorize=True)`` builds the rows without the scan
 # of the row-by-row Jacobian (the same matrix, checked against it when this was written).
 REFERENCE_MODE = "FAST_COMPILE"
 
 
-def _python_scans(outputs):
+def python_scans(outputs):
     """``outputs`` with every Scan op replaced by a copy that runs its inner graph in Python."""
     nodes = [n for n in io_toposort(graph_inputs(outputs), outputs) if isinstance(n.op, Scan)]
     if not nodes:
@@ -146,7 +146,7 @@ def _reference_function(inputs, outputs):
 
 def reference_value(model, var):
     """The value of ``var`` on the model's batch, computed by the reference mode."""
-    return _reference_function(model.inputs, _python_scans([var]))(*model.batch)[0]
+    return _reference_function(model.inputs, python_scans([var]))(*model.batch)[0]
 
 
 def _theta_graph(model, layout):
@@ -169,7 +169,7 @@ def explicit_gauss_newton(model, layout, split=None, loss=None):
     split = model.s if split is None else split
     theta, repl = _theta_graph(model, layout)
     theta0 = layout.flatten([x.get_value() for x in model.p])
-    (s_theta,) = _python_scans([clone_replace(split, replace=repl)])
+    (s_theta,) = python_scans([clone_replace(split, replace=repl)])
     jac = pytensor.gradient.jacobian(s_theta.flatten(), theta, vectorize=True)
     J = _reference_function([theta, *model.inputs], jac)(theta0, *model.batch)
     s_val = reference_value(model, split)
@@ -179,7 +179,7 @@ def explicit_gauss_newton(model, layout, split=None, loss=None):
         loss_s = clone_replace(model.costs[0], replace={split: s_var})
     else:
         loss_s = loss(s_var)
-    (loss_s,) = _python_scans([loss_s])
+    (loss_s,) = python_scans([loss_s])
     H = _reference_function([s_flat, *model.inputs], _dense_hessian(loss_s, s_flat))(s_val.ravel(), *model.batch)
     return J.T @ H @ J
 
@@ -187,7 +187,7 @@ def explicit_gauss_newton(model, layout, split=None, loss=None):
 def explicit_hessian(model, layout):
     theta, repl = _theta_graph(model, layout)
     theta0 = layout.flatten([x.get_value() for x in model.p])
-    (cost,) = _python_scans([clone_replace(model.costs[0], replace=repl)])
+    (cost,) = python_scans([clone_replace(model.costs[0], replace=repl)])
     return _reference_function([theta, *model.inputs], _dense_hessian(cost, theta))(theta0, *model.batch)
 
 
