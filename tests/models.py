@@ -125,7 +125,10 @@ REFERENCE_MODE = "FAST_COMPILE"
 
 
 def python_scans(outputs):
-    """``outputs`` with every Scan op replaced by a copy that runs its inner graph in Python."""
+    """``outputs`` with each Scan of their graph replaced by a copy that runs its inner graph in Python.
+
+    Only scans of the outer graph are copied (the tests' models nest none).
+    """
     nodes = [n for n in io_toposort(graph_inputs(outputs), outputs) if isinstance(n.op, Scan)]
     if not nodes:
         return outputs
