@@ -8,6 +8,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
+from pytensor.graph.traversal import graph_inputs, io_toposort
+from pytensor.scan.op import Scan
 
 
 class DatasetWrapper:
@@ -73,8 +75,12 @@ def mlp(kind="sigmoid", sizes=(3, 4, 2), n=5, seed=0, dtype="float64"):
     return Model([W1, b1, W2, b2], [x, y], s, [cost, err], [X, Y])
 
 
-def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, seed=0, dtype="float64"):
-    """A tanh RNN through ``scan`` with a sigmoid output at the last step (or at every step)."""
+def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, seed=0, dtype="float64", scan_mode=None):
+    """A tanh RNN through ``scan`` with a sigmoid output at the last step (or at every step).
+
+    ``scan_mode`` is the scan's own mode (None: PyTensor's C mode, whatever the mode of
+    the function that runs it); its gradients and hf_symbolic's split scans inherit it.
+    """
     rng = np.random.default_rng(seed)
     Wx = _shared(rng, (n_in, n_h), "Wx", dtype=dtype)
     Wh = _shared(rng, (n_h, n_h), "Wh", dtype=dtype)
@@ -90,7 +96,7 @@ def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, se
         return pt.dot(x_t, Wx) + pt.dot(pt.tanh(a_prev), Wh) + bh
 
     a0 = pt.zeros((x.shape[1], n_h), dtype=dtype)
-    ha = pytensor.scan(step, sequences=x, outputs_info=[a0], return_updates=False)
+    ha = pytensor.scan(step, sequences=x, outputs_info=[a0], return_updates=False, mode=scan_mode)
     h = pt.tanh(ha)
     if every_step:
         s = pt.dot(h, Wo) + bo
@@ -109,10 +115,51 @@ def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, se
 # -- dense references ----------------------------------------------------------
 
 
+# The references are evaluated by PyTensor's Python linker (FAST_COMPILE): they are
+# independent of hf_symbolic's compiled graphs and compile no C code.  Two details keep
+# them free of C code: a Scan compiles its inner graph with PyTensor's default C mode
+# unless its own ``mode`` says otherwise (and its gradient inherits that mode), hence
+# ``python_scans``; ``jacobian(..., vectorize=True)`` builds the rows without the scan
+# of the row-by-row Jacobian (the same matrix, checked against it when this was written).
+REFERENCE_MODE = "FAST_COMPILE"
+
+
+def python_scans(outputs):
+    """``outputs`` with each Scan of their graph replaced by a copy that runs its inner graph in Python.
+
+    Only scans of the outer graph are copied (the tests' models nest none).
+    """
+    nodes = [n for n in io_toposort(graph_inputs(outputs), outputs) if isinstance(n.op, Scan)]
+    if not nodes:
+        return outputs
+    replace = {}
+    for node in nodes:
+        op = node.op.clone()
+        op.mode = REFERENCE_MODE
+        op._fn = None
+        inputs = [replace.get(x, x) for x in node.inputs]
+        new = op.make_node(*inputs)
+        replace.update(zip(node.outputs, new.outputs))
+    return clone_replace(outputs, replace=replace)
+
+
+def _reference_function(inputs, outputs):
+    return pytensor.function(inputs, outputs, on_unused_input="ignore", mode=REFERENCE_MODE)
+
+
+def reference_value(model, var):
+    """The value of ``var`` on the model's batch, computed by the reference mode."""
+    return _reference_function(model.inputs, python_scans([var]))(*model.batch)[0]
+
+
 def _theta_graph(model, layout):
     theta = pt.vector("theta", dtype=layout.dtype)
     parts = layout.symbolic_split(theta)
     return theta, dict(zip(model.p, parts))
+
+
+def _dense_hessian(cost, wrt):
+    return pytensor.gradient.jacobian(pytensor.grad(cost, wrt), wrt, vectorize=True)
 
 
 def explicit_gauss_newton(model, layout, split=None, loss=None):
@@ -125,29 +172,26 @@ def explicit_gauss_newton(model, layout, split=None, loss=None):
     split = model.s if split is None else split
     theta, repl = _theta_graph(model, layout)
     theta0 = layout.flatten([x.get_value() for x in model.p])
-    s_theta = clone_replace(split, replace=repl)
-    jac = pytensor.gradient.jacobian(s_theta.flatten(), theta)
-    J = pytensor.function([theta, *model.inputs], jac, on_unused_input="ignore", mode="FAST_COMPILE")(theta0, *model.batch)
-    s_val = pytensor.function(model.inputs, split, on_unused_input="ignore", mode="FAST_COMPILE")(*model.batch)
+    (s_theta,) = python_scans([clone_replace(split, replace=repl)])
+    jac = pytensor.gradient.jacobian(s_theta.flatten(), theta, vectorize=True)
+    J = _reference_function([theta, *model.inputs], jac)(theta0, *model.batch)
+    s_val = reference_value(model, split)
     s_flat = pt.vector("s_flat", dtype=split.dtype)
     s_var = s_flat.reshape(s_val.shape)
     if loss is None:
         loss_s = clone_replace(model.costs[0], replace={split: s_var})
     else:
         loss_s = loss(s_var)
-    H = pytensor.function([s_flat, *model.inputs], pytensor.gradient.hessian(loss_s, s_flat), on_unused_input="ignore", mode="FAST_COMPILE")(
-        s_val.ravel(), *model.batch
-    )
+    (loss_s,) = python_scans([loss_s])
+    H = _reference_function([s_flat, *model.inputs], _dense_hessian(loss_s, s_flat))(s_val.ravel(), *model.batch)
     return J.T @ H @ J
 
 
 def explicit_hessian(model, layout):
     theta, repl = _theta_graph(model, layout)
     theta0 = layout.flatten([x.get_value() for x in model.p])
-    cost = clone_replace(model.costs[0], replace=repl)
-    return pytensor.function([theta, *model.inputs], pytensor.gradient.hessian(cost, theta), on_unused_input="ignore", mode="FAST_COMPILE")(
-        theta0, *model.batch
-    )
+    (cost,) = python_scans([clone_replace(model.costs[0], replace=repl)])
+    return _reference_function([theta, *model.inputs], _dense_hessian(cost, theta))(theta0, *model.batch)
 
 
 def max_rel_err(a, b):

@@ -46,7 +46,7 @@ def build_optimizer():
     from hf_symbolic import hf_optimizer
     from models import rnn
 
-    m = rnn(structural=True, n_in=N_IN, n_h=N_HIDDEN, T=T, seed=3)
+    m = rnn(structural=True, n_in=N_IN, n_h=N_HIDDEN, T=T, seed=3, scan_mode=MODE)
     opt = hf_optimizer(m.p, m.inputs, m.s, m.costs, m.h, m.ha, mode=MODE)
     return opt, opt.get_flat()
 

@@ -52,8 +52,9 @@ def rnn_model():
 
     Plain products (``cache_forward=False``): compiling the cached product of
     the scan takes three times as long on every worker; the MLP below covers it.
+    The scan runs in MODE too (otherwise its inner graphs are compiled in C).
     """
-    m = rnn(structural=True, n=12, T=5, seed=3)
+    m = rnn(structural=True, n=12, T=5, seed=3, scan_mode=MODE)
     opt = hf_optimizer(m.p, m.inputs, m.s, m.costs, m.h, m.ha, mode=MODE, cache_forward=False)
     return m, opt, opt.get_flat()
 
@@ -242,6 +243,9 @@ def test_worker_lost_mid_update_raises_and_keeps_the_checkpoint(client, tmp_path
 def test_jax_model_with_static_shapes_trains_on_workers(client):
     """JAX compiles for static shapes: each worker compiles the graph again for its shard size."""
     pytest.importorskip("jax")
+    train_tests = str(REPO / "tests" / "train")  # importable when this file runs alone too
+    if train_tests not in sys.path:
+        sys.path.insert(0, train_tests)
     from test_jax_train import build_lr
     from test_training import full_batch, lr_data
 

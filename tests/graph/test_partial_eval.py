@@ -4,7 +4,9 @@ Each model is built directly with PyTensor; the Gauss-Newton product is built wi
 the 2012 recipe (Jv by pushforward, H_L Jv by differentiating <dL/ds, Jv>, Gv by
 pullback) and evaluated two ways: the plain graph, and residuals + product graph
 from ``partial_eval``.  Models are tiny and compiled in FAST_COMPILE mode so the
-file stays fast; the split itself is checked structurally as well.
+file stays fast (their scans too: a scan built without a mode compiles its inner
+graph in C whatever the outer function's mode); the split itself is checked
+structurally as well.
 """
 
 import numpy as np
@@ -148,6 +150,7 @@ def rnn(rng, n_in, n_hid, n_out, x, every_step=False):
         outputs_info=[h0, None],
         non_sequences=[w_in, w_hh, b_h],
         return_updates=False,
+        mode=MODE,
     )
     s = pt.dot(h, w_out) + b_out if every_step else pt.dot(h[-1], w_out) + b_out
     return params, h, ha, s
@@ -254,7 +257,7 @@ def test_rnn_float32_and_recompute_options():
         return pt.tanh(pt.dot(x_t, w_in) + pt.dot(h_prev, w_hh) + b_h)
 
     h0 = pt.zeros((x.shape[1], 6), dtype=f32)
-    h = pytensor.scan(step, sequences=[x], outputs_info=[h0], return_updates=False)
+    h = pytensor.scan(step, sequences=[x], outputs_info=[h0], return_updates=False, mode=MODE)
     s = pt.dot(h[-1], w_out) + b_out
     cost = pt.mean(pt.sum(pt.softplus(s) - y * s, axis=1))
     vs = [p.type() for p in params]

@@ -5,7 +5,7 @@ import pytensor.tensor as pt
 import pytest
 
 from hf_symbolic import hf_optimizer
-from models import explicit_gauss_newton, explicit_hessian, max_rel_err, mlp, rnn
+from models import explicit_gauss_newton, explicit_hessian, max_rel_err, mlp, reference_value, rnn
 
 TOL = 1e-7
 
@@ -16,16 +16,33 @@ MODELS = {
     "rnn_last_step": lambda: rnn(),
     "rnn_every_step": lambda: rnn(every_step=True),
 }
+STRUCTURAL = {"rnn_structural": lambda: rnn(structural=True)}
 
 
 def _opt(m, **kw):
     return hf_optimizer(m.p, m.inputs, m.s, m.costs, m.h, m.ha, **kw)
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def case(request):
-    m = MODELS[request.param]()
-    return request.param, m, _opt(m)
+@pytest.fixture(scope="module")
+def built():
+    """``get(name) -> (model, optimizer)``: each model is built and compiled once for this file.
+
+    Every test that changes the optimizer's parameters puts them back.
+    """
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            m = {**MODELS, **STRUCTURAL}[name]()
+            cache[name] = m, _opt(m)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(params=sorted(MODELS))
+def case(request, built):
+    return (request.param, *built(request.param))
 
 
 def test_gauss_newton_matches_explicit_jacobians(case):
@@ -79,18 +96,15 @@ def test_gradient_matches_finite_differences(case):
         assert (fp - fm) / (2 * eps) == pytest.approx(g @ d, rel=1e-6, abs=1e-9)
 
 
-def test_structural_damping_matches_its_explicit_gauss_newton():
-    m = rnn(structural=True)
-    opt = _opt(m)
+def test_structural_damping_matches_its_explicit_gauss_newton(built):
+    m, opt = built("rnn_structural")
     n = opt.layout.size
     G_plain = opt.curvature_operator(m.batch).todense()
     G_total = opt.curvature_operator(m.batch, structural_coefficient=0.7).todense()
     G_sd = (G_total - G_plain) / 0.7
 
     # D(ha) = sum CE(h0, h(ha)) / cases with h0 the current value, held fixed
-    import pytensor
-
-    h_val = pytensor.function(m.inputs, m.h, on_unused_input="ignore")(*m.batch)
+    h_val = reference_value(m, m.h)
     n_cases = h_val.shape[-2]
 
     def distance(ha_var):
@@ -123,10 +137,12 @@ def test_flat_round_trip():
     assert opt.get_flat()[0] == 0.0
 
 
-def test_many_cases_in_one_call():
+def test_many_cases_in_one_call(built):
     """One compiled call over a batch equals the average of calls over its halves (cost is a mean)."""
-    m = rnn(n=8)
-    opt = _opt(m)
+    m = rnn(n=8)  # rnn()'s parameters and graph, 8 cases: rnn_last_step's compiled functions serve
+    _, opt = built("rnn_last_step")
+    for a, b in zip(m.p, opt.unflatten(opt.get_flat())):
+        np.testing.assert_array_equal(a.get_value(), b)
     X, Y = m.batch
     g, _ = opt.gradient([X, Y])
     g1, _ = opt.gradient([X[:, :4], Y[:4]])
@@ -139,11 +155,10 @@ def test_many_cases_in_one_call():
     np.testing.assert_allclose(gv, (gv1 + gv2) / 2, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS) + ["rnn_structural"])
-def test_cached_forward_equals_plain_product(name):
+@pytest.mark.parametrize("name", sorted(MODELS) + sorted(STRUCTURAL))
+def test_cached_forward_equals_plain_product(name, built):
     """The partially evaluated product (forward pass cached per CG run) equals the plain one."""
-    m = rnn(structural=True) if name == "rnn_structural" else MODELS[name]()
-    cached = _opt(m)
+    m, cached = built(name)
     plain = _opt(m, cache_forward=False)
     coef = 0.3 if m.h is not None else 0.0
     op = cached.curvature_operator(m.batch, structural_coefficient=coef)
