@@ -247,7 +247,7 @@ def test_jax_model_with_static_shapes_trains_on_workers(client):
     if train_tests not in sys.path:
         sys.path.insert(0, train_tests)
     from test_jax_train import build_lr
-    from test_training import full_batch, lr_data
+    from problems import full_batch, lr_data
 
     X, Y = lr_data()
     results = []

@@ -24,7 +24,7 @@ import models
 from hf_symbolic.errors import ArgumentError
 from hf_symbolic.model import STATISTICS, Model
 from hf_symbolic.solve.preconditioners import REGISTRY, make_preconditioner
-from test_training import (  # noqa: F401  (lr_optimum is a fixture)
+from problems import (  # noqa: F401  (lr_optimum is a fixture)
     N_FEATURES, full_batch, lr_data, lr_optimum, np_cost, np_hessian, build_lr,
 )
 

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("jax")
 
 from hf_symbolic import hf_optimizer  # noqa: E402
-from test_training import (  # noqa: E402,F401  (lr_optimum is a fixture)
+from problems import (  # noqa: E402,F401  (lr_optimum is a fixture)
     ALPHA, N_CASES, N_FEATURES, XOR_SIZES, XOR_X, XOR_Y, check_xor_solved, full_batch, lr_data, lr_optimum, np_cost,
 )
 
