@@ -64,34 +64,10 @@ class Model:
     :class:`~hf_symbolic.hf_optimizer` is this class plus ``train``; evaluators and
     workers use the model alone, and rebuild it from :meth:`config`.
 
-    Parameters
-    ----------
-    p : list of shared variables
-        The parameters, updated in place by :meth:`train`.
-    inputs : list of symbolic variables
-        Every symbolic input of the costs (data and targets).
-    s : Variable
-        The split for Gauss-Newton products: the loss must be a convex function
-        of ``s`` (usually the output layer's pre-activation).
-    costs : list of scalar Variables
-        ``costs[0]`` is optimized; the others are monitored.
-    h, ha : Variables, optional
-        Hidden units (in (0, 1)) and their pre-activation for structural
-        damping; ``ha`` defaults to ``h``.
-    curvature : {"gauss-newton", "hessian"}
-        The curvature matrix used by :meth:`train`.
-    mode : str or pytensor Mode, optional
-        Passed to ``pytensor.function``.
-    cache_forward : bool
-        Compute the direction-independent part of the Gauss-Newton product
-        (the forward pass on the CG batch) once per CG run and reuse it for
-        every product (see :mod:`hf_symbolic.graph.partial_eval`). Same results, fewer
-        operations; False compiles the plain product.
-    case_axes : int, None or list, optional
-        For each input, the axis that indexes cases (None: the whole array is
-        one case). Used only to split a batch into single cases for the
-        preconditioner's per-case gradients. Default: axis 1 for 3-D inputs
-        (``(time, cases, features)`` sequences), axis 0 otherwise.
+    The parameters are those of :class:`~hf_symbolic.hf_optimizer` (documented
+    there). Evaluators and workers rebuild a model from :meth:`config`; its
+    :meth:`config`, :meth:`with_inputs`, :meth:`statistic` and
+    :meth:`compile_needed` are what they use.
 
     Examples
     --------
@@ -100,13 +76,13 @@ class Model:
     >>> x, y = pt.matrix("x"), pt.matrix("y")
     >>> s = pt.dot(x, W)
     >>> cost = pt.mean((s - y) ** 2)
-    >>> opt = Model([W], [x, y], s, [cost], mode="FAST_COMPILE")
+    >>> model = Model([W], [x, y], s, [cost], mode="FAST_COMPILE")
+    >>> copy = Model.from_config(model.config())  # what a worker process does
     >>> batch = [np.eye(3), np.ones((3, 1))]
-    >>> g, costs = opt.gradient(batch)
-    >>> np.round(g, 3).tolist()
-    [-0.667, -0.667, -0.667]
-    >>> np.round(opt.gauss_newton_product(np.ones(3), batch), 3).tolist()
+    >>> np.round(copy.plain_product(np.ones(3), batch), 3).tolist()
     [0.667, 0.667, 0.667]
+    >>> copy.functions_needed()
+    ('gradient', 'cost', 'gauss_newton_cached')
     """
 
     def __init__(self, p, inputs, s, costs, h=None, ha=None, *, curvature="gauss-newton", mode=None, case_axes=None,
