@@ -7,6 +7,7 @@ solved it.  Scorers return an immutable :class:`SuccessResult`.
 """
 
 import dataclasses
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -37,6 +38,112 @@ class SuccessResult(NamedTuple):
     n_wrong: int
     n_cases: int
     solved: bool
+
+    def wrong_upper_bound(self, confidence=0.95):
+        """One-sided Clopper-Pearson upper confidence bound of the true wrong fraction.
+
+        The scored sequences are a random sample: ``n_wrong`` of ``n_cases``
+        is a binomial draw whose rate ``p`` (the wrong fraction on unlimited
+        fresh sequences) is unknown.  The bound ``u`` is the largest ``p``
+        under which seeing ``n_wrong`` or fewer wrong sequences still has
+        probability at least ``1 - confidence``:
+        ``P(X <= n_wrong; n_cases, u) = 1 - confidence``, i.e.
+        ``u = Beta(confidence; n_wrong + 1, n_cases - n_wrong)``, and ``u = 1``
+        when every sequence is wrong.  Whatever ``p`` is, ``p <= u`` with
+        probability at least ``confidence`` over the draw of the sequences.
+
+        Parameters
+        ----------
+        confidence : float
+            In the open interval ``(0, 1)``, e.g. 0.95.
+
+        Returns
+        -------
+        float
+            The bound, in ``(0, 1]``.
+
+        Raises
+        ------
+        hf_symbolic.errors.DatasetError
+            For a confidence outside ``(0, 1)`` or a record with impossible counts.
+
+        Examples
+        --------
+        With nothing wrong among ``n`` sequences the bound is ``1 - (1 - confidence)**(1/n)``:
+
+        >>> r = SuccessResult(wrong_fraction=0.0, n_wrong=0, n_cases=1000, solved=True)
+        >>> round(r.wrong_upper_bound(0.95), 6), round(1 - 0.05 ** (1 / 1000), 6)
+        (0.002991, 0.002991)
+        >>> round(SuccessResult(0.0114, 114, 10000, False).wrong_upper_bound(0.95), 4)
+        0.0133
+        """
+        confidence = _check_confidence(confidence)
+        n, k = self.n_cases, self.n_wrong
+        if not (isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer)) and 0 <= k <= n and n >= 1):
+            raise DatasetError(f"n_wrong={k!r}, n_cases={n!r}; expected integers with 0 <= n_wrong <= n_cases "
+                               "and n_cases >= 1")
+        if k == n:
+            return 1.0
+        if k == 0:  # closed form, exact where the Beta quantile loses digits
+            return float(-math.expm1(math.log1p(-confidence) / n))
+        from scipy.stats import beta
+
+        return float(beta.ppf(confidence, k + 1, n - k))
+
+    def confidently_solved(self, confidence=0.95, max_wrong_fraction=0.01):
+        """Solved by the task's own rule, and the true wrong fraction below ``max_wrong_fraction`` with ``confidence``.
+
+        ``solved`` says what was *seen* on these sequences; a network whose
+        wrong fraction on unlimited fresh sequences is 1.2 % still passes the
+        "< 1 % wrong" rule on about one draw in four of 1000 sequences (and
+        on a lucky draw of 10000 now and then).  This asks more: the task's
+        rule holds on these sequences (for an "all right" rule such as
+        noiseless memorization's that means ``n_wrong == 0``), *and* the
+        one-sided Clopper-Pearson bound :meth:`wrong_upper_bound` at
+        ``confidence`` is strictly below ``max_wrong_fraction``.  For a
+        network whose true wrong fraction is at least ``max_wrong_fraction``
+        this is true with probability at most ``1 - confidence`` per fresh
+        draw of sequences.
+
+        With nothing wrong the bound is about ``-ln(1 - confidence) / n``, so
+        an "all right" result needs ``n >= ln(1 - confidence) / ln(1 - max_wrong_fraction)``
+        sequences (299 at 95 % and 1 %) to count; with 10000 sequences at
+        95 % up to 83 wrong ones (0.83 %) still count.
+
+        Parameters
+        ----------
+        confidence : float
+            In ``(0, 1)``.
+        max_wrong_fraction : float
+            In ``(0, 1]``: the wrong fraction the true one must be below
+            (the pathological tasks' 1 %, :data:`~hf_symbolic.datasets.MAX_WRONG_FRACTION`).
+
+        Returns
+        -------
+        bool
+
+        Examples
+        --------
+        The 707 s multiplication run of issue 16: 114 of 10000 fresh test sequences wrong.
+
+        >>> SuccessResult(0.0114, 114, 10000, False).confidently_solved()
+        False
+        >>> [SuccessResult(k / 10000, k, 10000, True).confidently_solved() for k in (83, 84)]
+        [True, False]
+        >>> [SuccessResult(0.0, 0, n, True).confidently_solved() for n in (298, 299)]
+        [False, True]
+        """
+        if not (isinstance(max_wrong_fraction, (int, float, np.floating)) and 0 < max_wrong_fraction <= 1):
+            raise DatasetError(f"max_wrong_fraction={max_wrong_fraction!r}; expected a number in (0, 1]")
+        return bool(self.solved) and self.wrong_upper_bound(confidence) < max_wrong_fraction
+
+
+def _check_confidence(confidence):
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)) \
+            or not 0 < confidence < 1:
+        raise DatasetError(f"confidence={confidence!r}; expected a probability strictly between 0 and 1, "
+                           "e.g. 0.95")
+    return float(confidence)
 
 
 @dataclasses.dataclass(frozen=True)

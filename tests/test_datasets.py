@@ -664,3 +664,89 @@ def test_docstring_examples(module):
 def test_public_names_are_exported():
     for name in hds.__all__:
         assert hasattr(hds, name), name
+
+
+# -- confidence bound of a wrong fraction (Clopper-Pearson) ---------------------------------
+
+
+def _brute_force_upper_bound(k, n, confidence):
+    """The p at which P(X <= k; n, p) = 1 - confidence, by bisection on the binomial CDF summed with math.comb."""
+    import math
+
+    def cdf(p):
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+
+    lo, hi = 0.0, 1.0  # cdf falls from 1 at p = 0 to 0 at p = 1 (k < n)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if cdf(mid) > 1 - confidence:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (0, 7), (3, 7), (6, 7), (0, 300), (2, 300), (11, 1000), (114, 1000)])
+@pytest.mark.parametrize("confidence", [0.5, 0.95, 0.999])
+def test_wrong_upper_bound_matches_binomial_cdf(k, n, confidence):
+    from hf_symbolic.datasets import SuccessResult
+
+    bound = SuccessResult(k / n, k, n, False).wrong_upper_bound(confidence)
+    assert bound == pytest.approx(_brute_force_upper_bound(k, n, confidence), rel=1e-9, abs=1e-14)
+    assert k / n < bound <= 1
+
+
+def test_wrong_upper_bound_edge_cases():
+    from hf_symbolic.datasets import SuccessResult
+
+    assert SuccessResult(1.0, 5, 5, False).wrong_upper_bound(0.95) == 1.0  # all wrong
+    assert SuccessResult(1.0, 1, 1, False).wrong_upper_bound(0.5) == 1.0
+    assert SuccessResult(0.0, 0, 1, True).wrong_upper_bound(0.95) == pytest.approx(0.95, rel=1e-12)
+    # nothing wrong: 1 - (1 - c)^(1/n), accurate where it is tiny
+    assert SuccessResult(0.0, 0, 10 ** 9, True).wrong_upper_bound(0.95) == pytest.approx(-np.log(0.05) / 1e9,
+                                                                                          rel=1e-6)
+    # more confidence, wider bound; more sequences, narrower bound
+    r = SuccessResult(0.01, 10, 1000, True)
+    assert r.wrong_upper_bound(0.9) < r.wrong_upper_bound(0.95) < r.wrong_upper_bound(0.99)
+    assert SuccessResult(0.01, 100, 10000, True).wrong_upper_bound(0.95) < r.wrong_upper_bound(0.95)
+
+
+@pytest.mark.parametrize("bad", [0, 1, 0.0, 1.0, -0.5, 95, float("nan"), "0.95", None, True])
+def test_wrong_upper_bound_rejects_bad_confidence(bad):
+    from hf_symbolic.datasets import SuccessResult
+
+    with pytest.raises(DatasetError, match=r"confidence=.*expected a probability strictly between 0 and 1"):
+        SuccessResult(0.0, 0, 100, True).wrong_upper_bound(bad)
+    with pytest.raises(DatasetError, match="confidence="):
+        SuccessResult(0.0, 0, 100, True).confidently_solved(bad)
+
+
+@pytest.mark.parametrize("k, n", [(-1, 10), (11, 10), (0, 0), (1.5, 10)])
+def test_wrong_upper_bound_rejects_impossible_counts(k, n):
+    from hf_symbolic.datasets import SuccessResult
+
+    with pytest.raises(DatasetError, match=r"expected integers with 0 <= n_wrong <= n_cases"):
+        SuccessResult(0.0, k, n, False).wrong_upper_bound(0.95)
+
+
+def test_confidently_solved_rule():
+    from hf_symbolic.datasets import SuccessResult
+
+    # the multiplication run of issue 16: 114 of 10000 test sequences wrong
+    assert not SuccessResult(0.0114, 114, 10000, False).confidently_solved(0.95)
+    # largest k out of 10000 whose 95 % bound is below 1 %, found by the brute-force reference
+    assert _brute_force_upper_bound(83, 10000, 0.95) < 0.01 < _brute_force_upper_bound(84, 10000, 0.95)
+    assert SuccessResult(0.0083, 83, 10000, True).confidently_solved(0.95)
+    assert not SuccessResult(0.0084, 84, 10000, True).confidently_solved(0.95)
+    # 9 of 1000 passes the task's rule but not the bound (its 95 % bound is 1.56 %)
+    assert not SuccessResult(0.009, 9, 1000, True).confidently_solved(0.95)
+    # an unsolved record never counts (e.g. noiseless memorization with a pattern missing), bound or not
+    assert not SuccessResult(0.0, 0, 10000, False).confidently_solved(0.95)
+    # all right needs enough sequences: ln(0.05)/ln(0.99) = 298.07
+    assert not SuccessResult(0.0, 0, 298, True).confidently_solved(0.95)
+    assert SuccessResult(0.0, 0, 299, True).confidently_solved(0.95)
+    assert SuccessResult(0.0, 0, 1000, True).confidently_solved(0.95, max_wrong_fraction=0.003)
+    assert not SuccessResult(0.0, 0, 1000, True).confidently_solved(0.95, max_wrong_fraction=0.002)
+    for bad in (0, -0.1, 1.5, "1%"):
+        with pytest.raises(DatasetError, match=r"max_wrong_fraction=.*expected a number in \(0, 1\]"):
+            SuccessResult(0.0, 0, 1000, True).confidently_solved(0.95, max_wrong_fraction=bad)
