@@ -323,3 +323,42 @@ def compile_now(opt, stamp, processes=2, names=None):
     except OSError:
         pass
     return seconds
+
+
+# -- records of a run ---------------------------------------------------------------
+
+
+def cpu_model(path="/proc/cpuinfo"):
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` or "unknown" elsewhere)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def write_json_atomic(path, record):
+    """Write ``record`` as JSON to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A reader (or a benchmark collecting results) sees the old file or the
+    complete new one, never a half-written one.
+    """
+    import json
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

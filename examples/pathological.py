@@ -8,18 +8,39 @@ categorical cross-entropy), read at the last step, or at the last
 ``task.output_steps`` steps (noiseless memorization). The network: 100 tanh
 units with sparse recurrent weights (15 incoming connections, spectral radius
 1.1), small dense input weights, structural damping on ``(h + 1)/2`` split at
-the pre-activation.
+the pre-activation. ``--method`` trains it with HF (default) or with one of the
+first-order baselines of the library (SGD with classical or Nesterov momentum,
+Adam); the stopping rule and the verdict are the same for every method.
 
-After every update the task's own success rule is applied to the validation
-sequences (never used for training). Training stops when they are solved;
-then the parameters that solved them are scored on fresh test sequences,
-which decide the final verdict.
+Stopping rule. After every update the task's own success rule is applied to
+the validation sequences (``--valid``, never used for training). Passing it
+is not enough to stop: 1000 sequences cannot tell a network that is 0.9 %
+wrong from one that is 1.2 % wrong. (Issue 16: a multiplication run at T=100,
+seed 0, stopped at update 45 after 707 s with its 1000 validation sequences
+solved, and then got 114 of 10000 fresh test sequences wrong, 1.14 %: not
+solved.) So when validation passes, a fresh *confirmation* set of
+``--confirm`` sequences (default 10000; a new draw from its own random
+stream at every confirmation, so that a lucky draw is never reused) is
+scored, and training stops only if the task's rule holds on it *and* the
+one-sided Clopper-Pearson upper bound of its wrong fraction at
+``--confidence`` (default 0.95) is below 1 %
+(:meth:`hf_symbolic.datasets.SuccessResult.confidently_solved`). A network
+whose true wrong fraction is 1 % or more then stops with probability at
+most 5 % per confirmation; with 10000 sequences up to 83 wrong ones (0.83 %)
+still confirm. For "all right" rules (noiseless memorization) the rule
+itself demands zero wrong sequences. Otherwise the script says that the
+confirmation failed, with its numbers, and trains on. ``--confirm 0``
+restores the old rule (stop as soon as validation passes).
+
+The verdict comes from fresh test sequences (``--test``, their own stream
+again), scored with the parameters that stopped training (or, when the
+budget or the updates ran out, the ones with the lowest validation cost).
 
 Usage::
 
     python examples/pathological.py addition --T 50 --seed 0
-    python examples/pathological.py temporal_order --T 100 --budget 3600
-    python examples/pathological.py xor --T 30 --sgd
+    python examples/pathological.py temporal_order --T 100 --budget 1800 --json run.json
+    python examples/pathological.py xor --T 30 --method nesterov --lr 0.01
 
 Exit status: 0 when the test sequences are solved, 1 otherwise.
 """
@@ -28,7 +49,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import shlex
 import sys
 import time
 
@@ -38,11 +61,18 @@ if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (Clock, announce_compile_cache, backend_summary, build_rnn, compile_now,  # noqa: E402
-                     say, update_line)
+                     cpu_model, say, update_line, write_json_atomic)
+
+METHODS = {"hf": "HF", "sgd": "SGD", "nesterov": "Nesterov", "adam": "Adam"}
+#: Learning rates of the first-order methods when ``--lr`` is not given.
+DEFAULT_LR = {"sgd": 0.01, "nesterov": 0.01, "adam": 0.001}
+#: Why training stopped, beyond the training loop's own reasons (``TrainResult.status``).
+CONFIRMED, VALIDATION = "confirmed", "validation"
 
 
 def parse_args(argv=None):
-    from hf_symbolic.datasets import TASKS
+    from hf_symbolic.datasets import TASKS, SuccessResult
+    from hf_symbolic.errors import DatasetError
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -52,6 +82,10 @@ def parse_args(argv=None):
     ap.add_argument("--hidden", type=int, default=100, help="hidden units")
     ap.add_argument("--train", type=int, default=10000, help="training sequences")
     ap.add_argument("--valid", type=int, default=1000, help="validation sequences (fresh, checked every update)")
+    ap.add_argument("--confirm", type=int, default=10000,
+                    help="fresh confirmation sequences drawn anew whenever validation passes (0: stop on validation)")
+    ap.add_argument("--confidence", type=float, default=0.95,
+                    help="confidence of the bound on the confirmation set's wrong fraction")
     ap.add_argument("--test", type=int, default=10000, help="fresh test sequences scored at the end")
     ap.add_argument("--gradient-batch", type=int, default=5000, help="sequences per gradient batch")
     ap.add_argument("--cg-batch", type=int, default=1000, help="sequences per curvature (CG) batch")
@@ -66,16 +100,83 @@ def parse_args(argv=None):
                     help="processes sharing each batch (default: the cores available to this process)")
     ap.add_argument("--mode", default=None, help="PyTensor mode (default: hf_symbolic's default)")
     ap.add_argument("--float64", action="store_true", help="compute in float64 instead of float32")
-    ap.add_argument("--sgd", action="store_true", help="train with the SGD baseline instead of HF")
-    ap.add_argument("--sgd-lr", type=float, default=0.01, help="SGD learning rate")
-    ap.add_argument("--sgd-batch", type=int, default=100, help="SGD minibatch size")
-    ap.add_argument("--sgd-steps", type=int, default=50, help="SGD steps per update")
+    ap.add_argument("--method", choices=tuple(METHODS), default="hf",
+                    help="HF, SGD with classical or Nesterov momentum, or Adam")
+    ap.add_argument("--sgd", action="store_true", help="the same as --method sgd")
+    ap.add_argument("--lr", "--sgd-lr", dest="lr", type=float, default=None,
+                    help=f"learning rate of the first-order methods (default: {DEFAULT_LR})")
+    ap.add_argument("--momentum", "--sgd-momentum", dest="momentum", type=float, default=0.9,
+                    help="momentum of SGD and Nesterov")
+    ap.add_argument("--sgd-batch", type=int, default=100, help="minibatch size of the first-order methods")
+    ap.add_argument("--sgd-steps", type=int, default=50, help="first-order steps (minibatches) per update")
+    ap.add_argument("--json", default=None, help="write the record of the run (arguments, verdict, curve) here")
     ap.add_argument("--quiet", action="store_true", help="no per-update lines")
     args = ap.parse_args(argv)
     task = TASKS[args.task]
+    if args.sgd:
+        args.method = "sgd"
+    args.sgd = args.method != "hf"  # a first-order method
+    if args.lr is None and args.sgd:
+        args.lr = DEFAULT_LR[args.method]
     if args.T < task.min_T:
         ap.error(f"--T {args.T} is too short for {args.task}: expected at least {task.min_T}")
+    for name in ("train", "valid", "test", "sgd_batch", "sgd_steps"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if args.confirm < 0:
+        ap.error(f"--confirm {args.confirm}: expected 0 (no confirmation) or a number of sequences")
+    try:
+        possible = SuccessResult(0.0, 0, max(args.confirm, 1), True).confidently_solved(args.confidence,
+                                                                                        max_wrong_fraction())
+    except DatasetError as exc:
+        ap.error(f"--confidence: {exc}")
+    if args.confirm and not possible:
+        need = math.floor(math.log(1 - args.confidence) / math.log(1 - max_wrong_fraction())) + 1
+        ap.error(f"--confirm {args.confirm} can never confirm at --confidence {args.confidence}: even with none wrong "
+                 f"the bound stays above {max_wrong_fraction():.0%}; expected at least {need} sequences (or 0)")
     return args
+
+
+def max_wrong_fraction():
+    """The wrong fraction the confirmation bound must fall below: the tasks' 1 %."""
+    from hf_symbolic.datasets import MAX_WRONG_FRACTION
+
+    return MAX_WRONG_FRACTION
+
+
+def stopping_rule(validation, confirmation=None, *, confirm=True, confidence=0.95, max_wrong=None):
+    """What to do after an update, from its validation result and, if one was drawn, its confirmation result.
+
+    Parameters
+    ----------
+    validation : SuccessResult
+        The task's rule on the validation sequences after this update.
+    confirmation : SuccessResult or None
+        The task's rule on a fresh confirmation set (None: not drawn yet).
+    confirm : bool
+        False for ``--confirm 0``: validation alone decides.
+    confidence : float
+        Confidence of the Clopper-Pearson bound on the confirmation set.
+    max_wrong : float or None
+        The bound must be below it (None: the tasks' 1 %).
+
+    Returns
+    -------
+    {"train", "confirm", "stop"}
+        ``"train"``: validation is not solved, or the confirmation set does
+        not confidently pass; ``"confirm"``: validation is solved, draw a
+        confirmation set and ask again; ``"stop"``: validation solved and
+        (unless ``confirm`` is False) the confirmation set's result is
+        :meth:`~hf_symbolic.datasets.SuccessResult.confidently_solved`.
+    """
+    if not validation.solved:
+        return "train"
+    if not confirm:
+        return "stop"
+    if confirmation is None:
+        return "confirm"
+    limit = max_wrong_fraction() if max_wrong is None else max_wrong
+    return "stop" if confirmation.confidently_solved(confidence, limit) else "train"
 
 
 def evaluate_in_chunks(evaluate, task, T, n, rng, dtype, chunk=1000):
@@ -94,79 +195,140 @@ def evaluate_in_chunks(evaluate, task, T, n, rng, dtype, chunk=1000):
     return total / n, task.success(pred, y)
 
 
+def build_optimizer(args, model, x_train, y_train, axes, batch_seed):
+    """The optimizer of ``--method`` and its datasets: ``(opt, gradient_ds, cg_ds or None)``."""
+    from hf_symbolic import BatchDataset, adam_optimizer, hf_optimizer, sgd_optimizer
+
+    if args.sgd:
+        gradient_ds = BatchDataset([x_train, y_train], args.sgd_batch, number_batches=args.sgd_steps,
+                                   case_axis=axes, seed=batch_seed)
+        cls = adam_optimizer if args.method == "adam" else sgd_optimizer
+        return cls(model.params, model.inputs, model.s, model.costs, mode=args.mode), gradient_ds, None
+    gradient_ds = BatchDataset([x_train, y_train], args.gradient_batch, case_axis=axes, seed=batch_seed)
+    cg_ds = BatchDataset([x_train, y_train], args.cg_batch, case_axis=axes, seed=batch_seed + 1)
+    opt = hf_optimizer(model.params, model.inputs, model.s, model.costs, h=model.h, ha=model.ha, mode=args.mode)
+    return opt, gradient_ds, cg_ds
+
+
+def train(args, opt, gradient_ds, cg_ds, validate, report):
+    """Run ``opt.train`` for ``--method``; a numerical failure ends training instead of the script."""
+    from hf_symbolic.errors import NumericalFailureError
+
+    common = dict(num_updates=args.updates, validation=validate, callback=report, time_budget=args.budget)
+    try:
+        if args.method == "adam":
+            opt.train(gradient_ds, learning_rate=args.lr, **common)
+        elif args.sgd:
+            opt.train(gradient_ds, learning_rate=args.lr, momentum=args.momentum,
+                      nesterov=args.method == "nesterov", **common)
+        else:
+            opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=args.mu, max_cg_iterations=args.max_cg,
+                      workers=args.workers, **common)
+    except NumericalFailureError as exc:
+        say(f"training stopped: {exc}")
+
+
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     dtype = "float64" if args.float64 else "float32"
-    say(f"pathological: {'SGD' if args.sgd else 'HF'} trains a {args.hidden}-unit tanh RNN on {args.task} T={args.T} "
+    method = METHODS[args.method]
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    rule = (f"stop when {args.valid} validation sequences pass and {args.confirm} fresh ones confirm it at "
+            f"{args.confidence:.0%} confidence" if args.confirm else f"stop when {args.valid} validation sequences pass")
+    say(f"pathological: {method} trains a {args.hidden}-unit tanh RNN on {args.task} T={args.T} "
         f"({args.train} training, {args.valid} validation, {args.test} test sequences, {dtype}, seed {args.seed}); "
-        f"{backend_summary(args.mode)}; {args.workers} process(es)")
+        f"{rule}; {backend_summary(args.mode)}; {args.workers} process(es)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import pytensor
 
-    from hf_symbolic import BatchDataset, hf_optimizer
     from hf_symbolic.datasets import get_task
-    from hf_symbolic.sgd import sgd_optimizer
 
     task = get_task(args.task)
     stamp = announce_compile_cache(f"pathological-{task.output}-{task.output_steps}", dtype, args.mode)
-    seeds = np.random.SeedSequence(args.seed).spawn(5)
+    # streams 0-4 as before the confirmation set existed; 5 is the confirmation sets' own
+    seeds = np.random.SeedSequence(args.seed).spawn(6)
     rng_init, rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in seeds[:4])
+    rng_confirm = np.random.default_rng(seeds[5])
     model = build_rnn(task.n_in, args.hidden, task.n_out, task.output, rng_init, output_steps=task.output_steps,
                       dtype=dtype, radius=args.radius, input_scale=args.input_scale)
     x_train, y_train = task.generate(args.T, args.train, seed=rng_train, dtype=dtype)
     x_valid, y_valid = task.generate(args.T, args.valid, seed=rng_valid, dtype=dtype)
-    y_axis = 0 if task.output_steps == 1 else 1
-    axes = [1, y_axis]
+    axes = [1, 0 if task.output_steps == 1 else 1]
     batch_seed = int(seeds[4].generate_state(1)[0])
-    if args.sgd:
-        n_batches = max(1, args.sgd_steps)
-        gradient_ds = BatchDataset([x_train, y_train], args.sgd_batch, number_batches=n_batches, case_axis=axes,
-                                   seed=batch_seed)
-        opt = sgd_optimizer(model.params, model.inputs, model.s, model.costs, mode=args.mode)
-    else:
-        gradient_ds = BatchDataset([x_train, y_train], args.gradient_batch, case_axis=axes, seed=batch_seed)
-        cg_ds = BatchDataset([x_train, y_train], args.cg_batch, case_axis=axes, seed=batch_seed + 1)
-        opt = hf_optimizer(model.params, model.inputs, model.s, model.costs, h=model.h, ha=model.ha, mode=args.mode)
+    opt, gradient_ds, cg_ds = build_optimizer(args, model, x_train, y_train, axes, batch_seed)
     compile_now(opt, stamp, processes=min(2, args.workers), names=["gradient", "cost"] if args.sgd else None)
     evaluate = pytensor.function(model.inputs, [model.costs[0], model.out], mode=opt.mode, name="evaluate")
-    solved = {"update": None, "theta": None, "last": None}
+    state = dict(update=None, theta=None, last=None, first_valid=None, reason=None)
+    confirmations, curve = [], []
 
     def validate():
         cost, out = evaluate(x_valid, y_valid)
-        solved["last"] = task.success(np.asarray(out), y_valid)
-        return [float(cost), solved["last"].wrong_fraction]
+        state["last"] = task.success(np.asarray(out), y_valid)
+        return [float(cost), state["last"].wrong_fraction]
 
     clock = Clock()
 
     def report(stats):
         v = stats.validation
+        curve.append(dict(update=stats.update, seconds=clock(), cost=float(stats.costs[0]), valid_cost=v[0],
+                          valid_wrong_fraction=v[1]))
         if not args.quiet:
             print(update_line(stats, clock, f"valid cost {v[0]:.5f} wrong {v[1]:.4f}"), flush=True)
-        if solved["last"].solved:
-            solved["update"], solved["theta"] = stats.update, opt.get_flat()
+        decision = stopping_rule(state["last"], confirm=args.confirm > 0, confidence=args.confidence)
+        if decision != "train" and state["first_valid"] is None:
+            state["first_valid"] = stats.update
+        if decision == "confirm":
+            t0 = time.perf_counter()
+            _, c = evaluate_in_chunks(evaluate, task, args.T, args.confirm, rng_confirm, dtype)
+            bound = c.wrong_upper_bound(args.confidence)
+            decision = stopping_rule(state["last"], c, confidence=args.confidence)
+            confirmations.append(dict(update=stats.update, n_wrong=c.n_wrong, n=c.n_cases, bound=bound,
+                                      solved=c.solved, confirmed=decision == "stop",
+                                      seconds=time.perf_counter() - t0))
+            say(f"  confirmation {'passed' if decision == 'stop' else 'FAILED'} at update {stats.update}: "
+                f"{c.n_wrong}/{c.n_cases} fresh sequences wrong ({c.wrong_fraction:.2%}), {args.confidence:.0%} "
+                f"upper bound {bound:.2%} {'<' if bound < max_wrong_fraction() else '>='} "
+                f"{max_wrong_fraction():.0%}{'' if c.solved else ' (the task rule fails)'}"
+                f"{'' if decision == 'stop' else '; training on'}")
+        if decision == "stop":
+            state["update"], state["theta"] = stats.update, opt.get_flat()
+            state["reason"] = CONFIRMED if args.confirm else VALIDATION
             raise StopIteration
 
-    if args.sgd:
-        opt.train(gradient_ds, learning_rate=args.sgd_lr, num_updates=args.updates, validation=validate,
-                  callback=report, time_budget=args.budget)
-    else:
-        opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=args.mu, max_cg_iterations=args.max_cg,
-                  num_updates=args.updates, validation=validate, callback=report, time_budget=args.budget,
-                  workers=args.workers)
+    train(args, opt, gradient_ds, cg_ds, validate, report)
     train_seconds = clock()
-    if solved["theta"] is not None:
-        opt.set_flat(solved["theta"])  # the parameters that solved the validation sequences
+    result = opt.result
+    if state["theta"] is not None:
+        opt.set_flat(state["theta"])  # the parameters that stopped training
+    stop_reason = state["reason"] or result.status
     t0 = time.perf_counter()
     test_cost, test = evaluate_in_chunks(evaluate, task, args.T, args.test, rng_test, dtype)
-    result = opt.result
-    method = "SGD" if args.sgd else "HF"
     verdict = "SOLVED" if test.solved else "NOT SOLVED"
-    where = (f"validation solved at update {solved['update']}" if solved["update"] is not None
-             else f"stopped: {result.message}")
+    if state["reason"] == CONFIRMED:
+        where = (f"confirmed at update {state['update']}, validation first solved at update {state['first_valid']}, "
+                 f"{len(confirmations)} confirmation(s)")
+    elif state["reason"] == VALIDATION:
+        where = f"validation solved at update {state['update']}"
+    else:
+        where = f"stopped: {result.message}" + (f"; {len(confirmations)} confirmation(s) failed" if confirmations
+                                                else "")
     print(f"{verdict}: {args.task} T={args.T} seed={args.seed} ({method}) wrong fraction {test.wrong_fraction:.4f} "
           f"({test.n_wrong}/{test.n_cases} fresh test sequences, cost {test_cost:.5f}) after {result.updates} updates "
           f"and {train_seconds:.1f} s ({where}; test {time.perf_counter() - t0:.1f} s, "
           f"compile {opt.compile_seconds:.1f} s)")
+    if args.json:
+        record = dict(
+            task=args.task, T=args.T, seed=args.seed, method=args.method, arguments=vars(args),
+            command=shlex.join(["python", "examples/pathological.py", *argv]), cpu=cpu_model(),
+            load_average_start=load_at_start, solved=bool(test.solved), test_wrong_fraction=test.wrong_fraction,
+            test_n_wrong=test.n_wrong, test_n=test.n_cases, test_cost=test_cost, updates=result.updates,
+            train_seconds=train_seconds, compile_seconds=opt.compile_seconds, stop_reason=stop_reason,
+            stop_message=result.message, stopped_update=state["update"], validation_first_solved=state["first_valid"],
+            confidence=args.confidence if args.confirm else None, max_wrong_fraction=max_wrong_fraction(),
+            confirmations=confirmations, curve=curve)
+        write_json_atomic(args.json, record)
+        print(f"record written to {args.json}")
     return 0 if test.solved else 1
 
 

@@ -129,7 +129,7 @@ def test_rnn_plot_marks_the_solving_update(tmp_path):
 
 # -- pathological ---------------------------------------------------------------
 
-FINAL = re.compile(r"^(SOLVED|NOT SOLVED): (\w+) T=(\d+) seed=\d+ \((HF|SGD)\) wrong fraction ([0-9.]+) "
+FINAL = re.compile(r"^(SOLVED|NOT SOLVED): (\w+) T=(\d+) seed=\d+ \((HF|SGD|Nesterov|Adam)\) wrong fraction ([0-9.]+) "
                    r"\((\d+)/(\d+) fresh test sequences, cost ([0-9.]+)\) after (\d+) updates")
 TINY = ["--hidden", "12", "--train", "200", "--valid", "100", "--test", "300", "--gradient-batch", "200",
         "--cg-batch", "100", "--max-cg", "30"]
@@ -139,18 +139,100 @@ TINY = ["--hidden", "12", "--train", "200", "--valid", "100", "--test", "300", "
     ("addition", ["--T", "10", "--updates", "2"]),
     ("noiseless_memorization", ["--T", "12", "--updates", "1"]),
     ("temporal_order", ["--T", "10", "--updates", "2", "--sgd", "--sgd-batch", "50", "--sgd-steps", "2"]),
+    ("xor", ["--T", "10", "--updates", "2", "--method", "adam", "--sgd-batch", "50", "--sgd-steps", "2"]),
+    ("xor", ["--T", "10", "--updates", "1", "--method", "nesterov", "--lr", "0.1", "--sgd-steps", "1"]),
 ])
 def test_pathological_final_line(task, extra, capsys):
     rc, lines = run("pathological", [task, "--seed", "0", *TINY, *extra], capsys)
     m = FINAL.match(lines[-1])
     assert m, lines[-1]
     verdict, name, _, method, frac, n_wrong, n_cases, _, updates = m.groups()
-    assert name == task and method == ("SGD" if "--sgd" in extra else "HF")
+    expected = {"--sgd": "SGD", "adam": "Adam", "nesterov": "Nesterov"}
+    assert name == task and method == next((v for k, v in expected.items() if k in extra), "HF")
     assert int(n_cases) == 300 and float(frac) == pytest.approx(int(n_wrong) / 300, abs=1e-4)
     limit = 0 if task == "noiseless_memorization" else 0.01  # the tasks' own rules
     solved = int(n_wrong) == 0 if limit == 0 else int(n_wrong) / 300 < limit
     assert (verdict == "SOLVED") == solved and rc == (0 if solved else 1)
     assert int(updates) == len(update_lines(lines)) <= int(extra[extra.index("--updates") + 1])
+
+
+def test_pathological_stopping_rule_decisions():
+    from hf_symbolic.datasets import SuccessResult
+
+    rule = load("pathological").stopping_rule
+    solved, unsolved = SuccessResult(0.005, 5, 1000, True), SuccessResult(0.02, 20, 1000, False)
+    assert rule(unsolved) == "train" and rule(unsolved, confirm=False) == "train"
+    assert rule(unsolved, SuccessResult(0.0, 0, 10000, True)) == "train"  # validation first
+    assert rule(solved) == "confirm" and rule(solved, confirm=False) == "stop"
+    # the multiplication run of issue 16, had its test set been the confirmation set: train on
+    assert rule(solved, SuccessResult(0.0114, 114, 10000, False)) == "train"
+    # passes the 1 % rule but its 95 % bound does not: 9/1000 (bound 1.56 %) and 84/10000 (1.006 %)
+    assert rule(solved, SuccessResult(0.009, 9, 1000, True)) == "train"
+    assert rule(solved, SuccessResult(0.0084, 84, 10000, True)) == "train"
+    assert rule(solved, SuccessResult(0.0083, 83, 10000, True)) == "stop"
+    assert rule(solved, SuccessResult(0.0083, 83, 10000, True), confidence=0.99) == "train"
+    # an "all right" rule: the scorer's own verdict counts (a missing pattern fails with nothing wrong)
+    assert rule(solved, SuccessResult(0.0, 0, 10000, False)) == "train"
+    assert rule(solved, SuccessResult(0.0, 0, 10000, True)) == "stop"
+    assert rule(solved, SuccessResult(0.0, 0, 10000, True), max_wrong=1e-4) == "train"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--confirm", "100"], "--confirm 100 can never confirm at --confidence 0.95"),
+    (["--confirm", "-1"], "--confirm -1: expected 0"),
+    (["--confidence", "1.5"], "confidence=1.5; expected a probability strictly between 0 and 1"),
+    (["--valid", "0"], "--valid 0: expected at least 1"),
+])
+def test_pathological_rejects_bad_confirmation_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load("pathological").main(["xor", "--T", "10", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    if argv[0] == "--confirm" and argv[1] == "100":
+        assert "expected at least 299 sequences" in err
+
+
+def test_pathological_json_record_and_confirmations(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run.json"
+    argv = ["temporal_order", "--seed", "0", "--T", "12", "--hidden", "20", "--train", "1000", "--valid", "200",
+            "--test", "2000", "--gradient-batch", "1000", "--cg-batch", "300", "--max-cg", "50", "--updates", "20",
+            "--confirm", "2000", "--workers", "1", "--json", str(out)]
+    rc, lines = run("pathological", argv, capsys)
+    assert lines[-1] == f"record written to {out}"
+    m = FINAL.match(lines[-2])
+    assert m, lines[-2]
+    r = json.loads(out.read_text())
+    assert not list(tmp_path.glob(".tmp-*"))  # the temporary file was renamed
+    assert (r["task"], r["T"], r["seed"], r["method"]) == ("temporal_order", 12, 0, "hf")
+    assert r["command"] == "python examples/pathological.py " + " ".join(argv)
+    assert r["arguments"]["confirm"] == 2000 and r["arguments"]["hidden"] == 20 and r["cpu"]
+    assert r["solved"] == (m.group(1) == "SOLVED") == (rc == 0)
+    assert (r["test_n_wrong"], r["test_n"]) == (int(m.group(6)), 2000)
+    assert r["test_wrong_fraction"] == r["test_n_wrong"] / 2000
+    assert r["updates"] == int(m.group(9)) == len(r["curve"]) == len(update_lines(lines))
+    assert [p["update"] for p in r["curve"]] == list(range(1, r["updates"] + 1))
+    assert all(a["seconds"] <= b["seconds"] for a, b in zip(r["curve"], r["curve"][1:]))
+    assert r["train_seconds"] >= r["curve"][-1]["seconds"] and r["compile_seconds"] > 0
+    said = [line for line in lines if line.strip().startswith("confirmation ")]
+    assert len(said) == len(r["confirmations"])
+    valid_passed = [p["update"] for p in r["curve"] if p["valid_wrong_fraction"] < 0.01]
+    assert r["validation_first_solved"] == (valid_passed[0] if valid_passed else None)
+    # one confirmation at every update whose validation passed, each a fresh draw of 2000 sequences
+    assert [c["update"] for c in r["confirmations"]] == valid_passed[:len(r["confirmations"])]
+    from hf_symbolic.datasets import SuccessResult
+    for c in r["confirmations"]:
+        bound = SuccessResult(c["n_wrong"] / c["n"], c["n_wrong"], c["n"], c["solved"]).wrong_upper_bound(0.95)
+        assert c["n"] == 2000 and c["bound"] == pytest.approx(bound, rel=1e-12)
+        assert c["confirmed"] == (c["solved"] and c["bound"] < 0.01)
+    assert [c["confirmed"] for c in r["confirmations"]] == [False] * (len(r["confirmations"]) - 1) + \
+        [r["stop_reason"] == "confirmed"] * bool(r["confirmations"])
+    if r["stop_reason"] == "confirmed":
+        assert r["stopped_update"] == r["updates"] == r["confirmations"][-1]["update"]
+    else:
+        assert r["stop_reason"] == "num_updates" and r["stopped_update"] is None
 
 
 def test_pathological_rejects_short_T(capsys):
