@@ -321,6 +321,7 @@ def main(argv=None):
         record = dict(
             task=args.task, T=args.T, seed=args.seed, method=args.method, arguments=vars(args),
             command=shlex.join(["python", "examples/pathological.py", *argv]), cpu=cpu_model(),
+            hf_symbolic=os.path.dirname(os.path.abspath(sys.modules["hf_symbolic"].__file__)),
             load_average_start=load_at_start, solved=bool(test.solved), test_wrong_fraction=test.wrong_fraction,
             test_n_wrong=test.n_wrong, test_n=test.n_cases, test_cost=test_cost, updates=result.updates,
             train_seconds=train_seconds, compile_seconds=opt.compile_seconds, stop_reason=stop_reason,
