@@ -106,6 +106,7 @@ def row_key(task, T, seed, method, budget, extra):
 
 
 def key_of(row):
+    """:func:`row_key` of a results row."""
     return row_key(row["task"], row["T"], row["seed"], row["method"], row["budget"], row.get("extra", []))
 
 
@@ -148,6 +149,7 @@ def reproduce(argv):
 
 
 def cpu_model(path="/proc/cpuinfo"):
+    """The CPU's model name from ``/proc/cpuinfo`` ("unknown" elsewhere)."""
     try:
         with open(path) as f:
             for line in f:
@@ -159,6 +161,7 @@ def cpu_model(path="/proc/cpuinfo"):
 
 
 def git_commit():
+    """The commit of this checkout (``-dirty`` when tracked files differ from it), or None outside git."""
     try:
         out = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
         dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],

@@ -234,8 +234,9 @@ def main(argv=None):
     dtype = "float64" if args.float64 else "float32"
     method = METHODS[args.method]
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    rule = (f"stop when {args.valid} validation sequences pass and {args.confirm} fresh ones confirm it at "
-            f"{args.confidence:.0%} confidence" if args.confirm else f"stop when {args.valid} validation sequences pass")
+    rule = f"stop when {args.valid} validation sequences pass"
+    if args.confirm:
+        rule += f" and {args.confirm} fresh ones confirm it at {args.confidence:.0%} confidence"
     say(f"pathological: {method} trains a {args.hidden}-unit tanh RNN on {args.task} T={args.T} "
         f"({args.train} training, {args.valid} validation, {args.test} test sequences, {dtype}, seed {args.seed}); "
         f"{rule}; {backend_summary(args.mode)}; {args.workers} process(es)")
