@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import pytensor  # noqa: E402
 import pytensor.tensor as pt  # noqa: E402
 
+from hf_symbolic.graph.backend import blas_threads  # noqa: E402
 from hf_symbolic.model.items import ItemBatcher  # noqa: E402
 
 
@@ -88,6 +89,47 @@ def xor_client(seed=0, n_case=50, n_grad=10000, n_cg=5000):
     return (params, [x, y], s, [cost, err], None, None), items(n_grad), items(n_cg), 0.0
 
 
+def batched_rnn_reference(grad_items, cg_items, structural, products, threads=1, seed=0, n_h=100):
+    """The floor for the ``rnn`` client: the same network written batched by hand, ``(T, n, 1)`` inputs.
+
+    Returns ``(seconds per sequence of the gradient, seconds per sequence of one Gv product)`` on
+    the same sequences (gradient items for the gradient, CG items for the products).
+    """
+    rng = np.random.default_rng(seed)
+    Wx = pytensor.shared(rng.normal(size=(1, n_h)) * 0.1, name="Wx")
+    Wh = pytensor.shared(rng.normal(size=(n_h, n_h)) / np.sqrt(n_h), name="Wh")
+    bh = pytensor.shared(np.zeros(n_h), name="bh")
+    Wo = pytensor.shared(rng.normal(size=(n_h, 1)) * 0.1, name="Wo")
+    bo = pytensor.shared(np.zeros(1), name="bo")
+    x, y = pt.tensor3("x"), pt.vector("y")
+    ha = pytensor.scan(lambda x_t, a: pt.dot(x_t, Wx) + pt.dot(pt.tanh(a), Wh) + bh, sequences=[x],
+                       outputs_info=[pt.zeros((x.shape[1], n_h))], return_updates=False)
+    h = pt.tanh(ha)
+    s = (pt.dot(h[-1], Wo) + bo)[:, 0]
+    cost = pt.mean(pt.softplus(s) - y * s)
+    opt = hf_optimizer([Wx, Wh, bh, Wo, bo], [x, y], s, [cost], (h + 1) / 2, ha)
+
+    def batch(items):
+        X = np.stack([it[0] for it in items], axis=1)
+        return [X, np.concatenate([it[1] for it in items])]
+
+    gb, cb = batch(grad_items), batch(cg_items)
+    v = np.random.default_rng(1).normal(size=opt.layout.size)
+    opt.gradient(gb)
+    opt.curvature_operator(cb, 0.0, structural).matvec(v)  # compiles (and loads OpenBLAS) before the limit
+    with blas_threads(threads):
+        t0 = time.perf_counter()
+        opt.gradient(gb)
+        t1 = time.perf_counter()
+        op = opt.curvature_operator(cb, 0.0, structural)
+        op.matvec(v)
+        t2 = time.perf_counter()
+        for _ in range(products):
+            op.matvec(v)
+        t3 = time.perf_counter()
+    return (t1 - t0) / len(grad_items), (t3 - t2) / products / len(cg_items)
+
+
 def per_item_update(opt, grad_items, cg_items, structural, v, products):
     """The per-item path; returns (gradient, last product, [seconds of gradient, operator, products])."""
     t = [time.perf_counter()]
@@ -127,14 +169,23 @@ def run(name, client, args):
     per_item_update(opt, grad_items[:2], cg_items[:2], structural, v, 1)
     batched_update(batcher, grad_items[:4], cg_items[:4], structural, v, 1)
     warm = time.perf_counter() - t0
-    g1, p1, t_item = per_item_update(opt, grad_items, cg_items, structural, v, args.products)
-    g2, p2, t_vec = batched_update(batcher, grad_items, cg_items, structural, v, args.products)
+    with blas_threads(args.blas_threads):  # after the warm-up: the compiled modules have loaded OpenBLAS
+        g1, p1, t_item = per_item_update(opt, grad_items, cg_items, structural, v, args.products)
+        g2, p2, t_vec = batched_update(batcher, grad_items, cg_items, structural, v, args.products)
     err = max(np.max(np.abs(g1 - g2)) / np.max(np.abs(g1)), np.max(np.abs(p1 - p2)) / np.max(np.abs(p1)))
     print(f"{name:4s} grad items {len(grad_items):6d}  cg items {len(cg_items):5d}  products {args.products:3d}  "
           f"per-item {t_item.sum():8.2f} s  vectorized {t_vec.sum():7.2f} s  ratio {t_item.sum() / t_vec.sum():6.1f}x  "
           f"max rel diff {err:.1e}  (compile+warm-up {warm:.0f} s)", flush=True)
     for what, a, b in zip(("gradient", "operator (forward pass)", "products"), t_item, t_vec):
         print(f"     {what:24s} per-item {a:8.2f} s  vectorized {b:7.2f} s  ratio {a / b:6.1f}x", flush=True)
+    if name == "rnn" and args.batched_reference:
+        g_ref, p_ref = batched_rnn_reference(grad_items, cg_items, structural, args.products, args.blas_threads)
+        per = [t_item[0] / len(grad_items), t_item[2] / args.products / len(cg_items)]
+        vec = [t_vec[0] / len(grad_items), t_vec[2] / args.products / len(cg_items)]
+        for what, a, b, c in zip(("gradient", "Gv product"), per, vec, (g_ref, p_ref)):
+            print(f"     {what:24s} ms per sequence: per-item {a * 1e3:.3f}  vectorized {b * 1e3:.3f}  "
+                  f"batched by hand {c * 1e3:.3f}  (the best ratio batching allows here: {a / c:.1f}x)",
+                  flush=True)
 
 
 def main(argv=None):
@@ -143,6 +194,9 @@ def main(argv=None):
     ap.add_argument("--small", action="store_true", help="10x fewer items (the ratio, not the issue's sizes)")
     ap.add_argument("--products", type=int, default=10)
     ap.add_argument("--max-items", type=int, default=256)
+    ap.add_argument("--blas-threads", type=int, default=1, help="BLAS threads while timing (train's default: 1)")
+    ap.add_argument("--batched-reference", action="store_true",
+                    help="rnn: also time the same network batched by hand, (T, n, 1) inputs (the floor of batching)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
