@@ -52,7 +52,7 @@ DEFAULT_RESULTS = os.path.join(HERE, "results", "pathological.jsonl")
 #: The seven problems of Martens & Sutskever 2011, in their order (as ``hf_symbolic.datasets.PATHOLOGICAL_TASKS``).
 TASKS = ("addition", "multiplication", "xor", "temporal_order", "temporal_order_3bit", "random_permutation",
          "noiseless_memorization")
-SMALL = ["--hidden", "12", "--train", "300", "--valid", "100", "--confirm", "300", "--test", "300",
+SMALL = ["--hidden", "12", "--train", "300", "--valid", "100", "--confirm", "400", "--test", "300",
          "--gradient-batch", "300", "--cg-batch", "100", "--max-cg", "20", "--updates", "2"]
 _append_lock = threading.Lock()
 _say_lock = threading.Lock()

@@ -22,12 +22,16 @@ solved.) So when validation passes, a fresh *confirmation* set of
 ``--confirm`` sequences (default 10000; a new draw from its own random
 stream at every confirmation, so that a lucky draw is never reused) is
 scored, and training stops only if the task's rule holds on it *and* the
-one-sided Clopper-Pearson upper bound of its wrong fraction at
-``--confidence`` (default 0.95) is below 1 %
-(:meth:`hf_symbolic.datasets.SuccessResult.confidently_solved`). A network
-whose true wrong fraction is 1 % or more then stops with probability at
-most 5 % per confirmation; with 10000 sequences up to 83 wrong ones (0.83 %)
-still confirm. For "all right" rules (noiseless memorization) the rule
+one-sided Clopper-Pearson upper bound of its wrong fraction is below 1 %
+(:meth:`hf_symbolic.datasets.SuccessResult.confidently_solved`). The k-th
+confirmation of a run uses confidence ``1 - (1 - c) / 2**k`` with ``c =
+--confidence`` (default 0.95; :func:`confidence_of_try`), so that however
+many confirmations a run tries, a network whose true wrong fraction is 1 %
+or more stops with probability at most ``1 - c`` (5 %) over the whole run
+(the union bound over the tries; with one fixed confidence a network stuck at
+1 % would pass each try with about 5 % probability and, after ten tries,
+would have stopped with probability about 40 %). With 10000 sequences, the
+first confirmation passes with up to 80 wrong ones (0.80 %). For "all right" rules (noiseless memorization) the rule
 itself demands zero wrong sequences. Otherwise the script says that the
 confirmation failed, with its numbers, and trains on. ``--confirm 0``
 restores the old rule (stop as soon as validation passes).
@@ -126,12 +130,13 @@ def parse_args(argv=None):
     if args.confirm < 0:
         ap.error(f"--confirm {args.confirm}: expected 0 (no confirmation) or a number of sequences")
     try:
-        possible = SuccessResult(0.0, 0, max(args.confirm, 1), True).confidently_solved(args.confidence,
-                                                                                        max_wrong_fraction())
+        SuccessResult(0.0, 0, 1, True).wrong_upper_bound(args.confidence)  # checks the value
     except DatasetError as exc:
         ap.error(f"--confidence: {exc}")
+    first = confidence_of_try(args.confidence, 1)
+    possible = SuccessResult(0.0, 0, max(args.confirm, 1), True).confidently_solved(first, max_wrong_fraction())
     if args.confirm and not possible:
-        need = math.floor(math.log(1 - args.confidence) / math.log(1 - max_wrong_fraction())) + 1
+        need = math.floor(math.log(1 - first) / math.log(1 - max_wrong_fraction())) + 1
         ap.error(f"--confirm {args.confirm} can never confirm at --confidence {args.confidence}: even with none wrong "
                  f"the bound stays above {max_wrong_fraction():.0%}; expected at least {need} sequences (or 0)")
     return args
@@ -142,6 +147,22 @@ def max_wrong_fraction():
     from hf_symbolic.datasets import MAX_WRONG_FRACTION
 
     return MAX_WRONG_FRACTION
+
+
+def confidence_of_try(confidence, k):
+    """Confidence of the ``k``-th confirmation (``k >= 1``) of a run: ``1 - (1 - confidence) / 2**k``.
+
+    The error probabilities ``(1 - confidence) / 2**k`` sum to less than
+    ``1 - confidence`` over any number of tries.
+
+    Examples
+    --------
+    >>> [round(confidence_of_try(0.95, k), 5) for k in (1, 2, 3)]
+    [0.975, 0.9875, 0.99375]
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"k={k!r}: expected the number of the confirmation, an integer >= 1")
+    return 1.0 - (1.0 - confidence) / 2.0 ** int(k)
 
 
 def stopping_rule(validation, confirmation=None, *, confirm=True, confidence=0.95, max_wrong=None):
@@ -282,13 +303,15 @@ def main(argv=None):
         if decision == "confirm":
             t0 = time.perf_counter()
             _, c = evaluate_in_chunks(evaluate, task, args.T, args.confirm, rng_confirm, dtype)
-            bound = c.wrong_upper_bound(args.confidence)
-            decision = stopping_rule(state["last"], c, confidence=args.confidence)
+            level = confidence_of_try(args.confidence, len(confirmations) + 1)
+            bound = c.wrong_upper_bound(level)
+            decision = stopping_rule(state["last"], c, confidence=level)
             confirmations.append(dict(update=stats.update, n_wrong=c.n_wrong, n=c.n_cases, bound=bound,
+                                      confidence=level,
                                       solved=c.solved, confirmed=decision == "stop",
                                       seconds=time.perf_counter() - t0))
             say(f"  confirmation {'passed' if decision == 'stop' else 'FAILED'} at update {stats.update}: "
-                f"{c.n_wrong}/{c.n_cases} fresh sequences wrong ({c.wrong_fraction:.2%}), {args.confidence:.0%} "
+                f"{c.n_wrong}/{c.n_cases} fresh sequences wrong ({c.wrong_fraction:.2%}), {level:.2%} "
                 f"upper bound {bound:.2%} {'<' if bound < max_wrong_fraction() else '>='} "
                 f"{max_wrong_fraction():.0%}{'' if c.solved else ' (the task rule fails)'}"
                 f"{'' if decision == 'stop' else '; training on'}")

@@ -177,6 +177,24 @@ def test_pathological_stopping_rule_decisions():
     assert rule(solved, SuccessResult(0.0, 0, 10000, True), max_wrong=1e-4) == "train"
 
 
+def test_pathological_confidence_of_try_spends_the_error_once():
+    mod = load("pathological")
+    conf = [mod.confidence_of_try(0.95, k) for k in range(1, 40)]
+    assert conf[0] == pytest.approx(0.975) and all(a < b for a, b in zip(conf, conf[1:]))
+    assert sum(1 - c for c in conf) < 0.05  # the union bound over every try of a run
+    from hf_symbolic.datasets import SuccessResult
+
+    # 80/10000 wrong passes the first try (97.5 %), 81 does not; later tries are stricter
+    first = mod.confidence_of_try(0.95, 1)
+    assert mod.stopping_rule(SuccessResult(0.005, 5, 1000, True), SuccessResult(0.008, 80, 10000, True),
+                             confidence=first) == "stop"
+    assert mod.stopping_rule(SuccessResult(0.005, 5, 1000, True), SuccessResult(0.0081, 81, 10000, True),
+                             confidence=first) == "train"
+    for bad in (0, 1.5, -1):
+        with pytest.raises(ValueError, match=f"k={bad}"):
+            mod.confidence_of_try(0.95, bad)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--confirm", "100"], "--confirm 100 can never confirm at --confidence 0.95"),
     (["--confirm", "-1"], "--confirm -1: expected 0"),
@@ -190,7 +208,7 @@ def test_pathological_rejects_bad_confirmation_arguments(argv, message, capsys):
     err = capsys.readouterr().err
     assert message in err, err
     if argv[0] == "--confirm" and argv[1] == "100":
-        assert "expected at least 299 sequences" in err
+        assert "expected at least 368 sequences" in err
 
 
 def test_pathological_json_record_and_confirmations(tmp_path, capsys):
@@ -223,8 +241,10 @@ def test_pathological_json_record_and_confirmations(tmp_path, capsys):
     # one confirmation at every update whose validation passed, each a fresh draw of 2000 sequences
     assert [c["update"] for c in r["confirmations"]] == valid_passed[:len(r["confirmations"])]
     from hf_symbolic.datasets import SuccessResult
-    for c in r["confirmations"]:
-        bound = SuccessResult(c["n_wrong"] / c["n"], c["n_wrong"], c["n"], c["solved"]).wrong_upper_bound(0.95)
+    for k, c in enumerate(r["confirmations"], start=1):
+        assert c["confidence"] == pytest.approx(1 - 0.05 / 2 ** k)  # the k-th try, stricter each time
+        bound = SuccessResult(c["n_wrong"] / c["n"], c["n_wrong"], c["n"], c["solved"]).wrong_upper_bound(
+            c["confidence"])
         assert c["n"] == 2000 and c["bound"] == pytest.approx(bound, rel=1e-12)
         assert c["confirmed"] == (c["solved"] and c["bound"] < 0.01)
     assert [c["confirmed"] for c in r["confirmations"]] == [False] * (len(r["confirmations"]) - 1) + \
