@@ -42,13 +42,18 @@ from hf_symbolic.graph.backend import blas_threads  # noqa: E402
 from hf_symbolic.model.items import ItemBatcher  # noqa: E402
 
 
+def rnn_params(rng, n_h):
+    """The RNN client's parameters ``Wx, Wh, bh, Wo, bo`` (float64 shared variables)."""
+    return [pytensor.shared(rng.normal(size=(1, n_h)) * 0.1, name="Wx"),
+            pytensor.shared(rng.normal(size=(n_h, n_h)) / np.sqrt(n_h), name="Wh"),
+            pytensor.shared(np.zeros(n_h), name="bh"),
+            pytensor.shared(rng.normal(size=(n_h, 1)) * 0.1, name="Wo"),
+            pytensor.shared(np.zeros(1), name="bo")]
+
+
 def rnn_client(seed=0, n_h=100, T=100, n_grad=5000, n_cg=1000):
     rng = np.random.default_rng(seed)
-    Wx = pytensor.shared(rng.normal(size=(1, n_h)) * 0.1, name="Wx")
-    Wh = pytensor.shared(rng.normal(size=(n_h, n_h)) / np.sqrt(n_h), name="Wh")
-    bh = pytensor.shared(np.zeros(n_h), name="bh")
-    Wo = pytensor.shared(rng.normal(size=(n_h, 1)) * 0.1, name="Wo")
-    bo = pytensor.shared(np.zeros(1), name="bo")
+    Wx, Wh, bh, Wo, bo = rnn_params(rng, n_h)
     x, y = pt.matrix("x"), pt.vector("y")
     ha = pytensor.scan(lambda x_t, a: pt.dot(x_t, Wx) + pt.dot(pt.tanh(a), Wh) + bh, sequences=[x],
                        outputs_info=[pt.zeros(n_h)], return_updates=False)
@@ -95,12 +100,7 @@ def batched_rnn_reference(grad_items, cg_items, structural, products, threads=1,
     Returns ``(seconds per sequence of the gradient, seconds per sequence of one Gv product)`` on
     the same sequences (gradient items for the gradient, CG items for the products).
     """
-    rng = np.random.default_rng(seed)
-    Wx = pytensor.shared(rng.normal(size=(1, n_h)) * 0.1, name="Wx")
-    Wh = pytensor.shared(rng.normal(size=(n_h, n_h)) / np.sqrt(n_h), name="Wh")
-    bh = pytensor.shared(np.zeros(n_h), name="bh")
-    Wo = pytensor.shared(rng.normal(size=(n_h, 1)) * 0.1, name="Wo")
-    bo = pytensor.shared(np.zeros(1), name="bo")
+    Wx, Wh, bh, Wo, bo = rnn_params(np.random.default_rng(seed), n_h)
     x, y = pt.tensor3("x"), pt.vector("y")
     ha = pytensor.scan(lambda x_t, a: pt.dot(x_t, Wx) + pt.dot(pt.tanh(a), Wh) + bh, sequences=[x],
                        outputs_info=[pt.zeros((x.shape[1], n_h))], return_updates=False)

@@ -45,6 +45,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+from _common import cpu_model  # noqa: E402  (the examples' record of the CPU)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXAMPLE = os.path.join(ROOT, "examples", "pathological.py")
@@ -146,18 +149,6 @@ def example_argv(task, T, seed, method, budget, workers, extra):
 def reproduce(argv):
     """The shell command, from the repository's root, that repeats a run."""
     return shlex.join(["python", "examples/pathological.py", *argv])
-
-
-def cpu_model(path="/proc/cpuinfo"):
-    """The CPU's model name from ``/proc/cpuinfo`` ("unknown" elsewhere)."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def git_commit():
