@@ -111,7 +111,7 @@ def best_of_grid(results, data, budget, seed, method):
 
 def table(args, results):
     methods = [("hf" if pc == "none" else f"hf+{pc}") for pc in args.preconditioners] + list(args.methods)
-    lines = [f"{'data':<14} {'budget':>6}  {'method':<16} {'test (median)':>13} {'train (median)':>14}  "
+    lines = [f"{'data':<14} {'budget':>6}  {'method':<27} {'test (median)':>13} {'train (median)':>14}  "
              f"{'seeds':<7} learning rates (best of grid, per seed)",
              "-" * 100]
     for data, budget in itertools.product(args.data, args.budgets):
@@ -127,7 +127,7 @@ def table(args, results):
                 seeds.append(str(seed))
             if not tests:
                 continue
-            lines.append(f"{data:<14} {int(budget):>6}  {m:<16} {statistics.median(tests):>13.3f} "
+            lines.append(f"{data:<14} {int(budget):>6}  {m:<27} {statistics.median(tests):>13.3f} "
                          f"{statistics.median(trains):>14.3f}  {','.join(seeds):<7} {' '.join(lrs)}")
     return "\n".join(lines)
 
@@ -169,8 +169,8 @@ def main(argv=None):
     ap.add_argument("--budgets", nargs="+", type=float, default=[600.0], help="wall-clock seconds per run")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--methods", nargs="*", default=["sgd", "nesterov", "adam"], choices=sorted(GRIDS))
-    ap.add_argument("--preconditioners", nargs="+", default=["none"],
-                    help="HF runs, one per preconditioner name ('none' for plain HF)")
+    ap.add_argument("--preconditioners", nargs="*", default=["none"],
+                    help="HF runs, one per preconditioner name ('none' for plain HF; no name: no HF run)")
     ap.add_argument("--parallel", type=int, default=2, help="runs side by side (one core each)")
     ap.add_argument("--out", default="runs/race", help="folder of the runs' JSON files")
     ap.add_argument("--png", default=None, help="draw test error against seconds into this PNG")

@@ -131,8 +131,12 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
             ``(diag(mean_i g_i²) + λ)^α`` from per-case gradients on the CG batch
             (Martens 2010 §4.7). The squared gradients are averaged over cases
             rather than summed, so that they are on the scale of a cost averaged
-            over cases, like ``G`` and ``λ``. Other names:
-            :data:`hf_symbolic.solve.preconditioners.REGISTRY`.
+            over cases, like ``G`` and ``λ``. Other names
+            (:data:`hf_symbolic.solve.preconditioners.REGISTRY`):
+            ``"gauss_newton_diagonal"``, ``"gauss_newton_hutchinson"`` (the
+            diagonal of ``G``, exact or estimated) and ``"kfac"`` (Kronecker
+            factors for every dense layer ``dot(a, W) + b`` on the way to the
+            split, a diagonal for the other parameters).
         max_cg_iterations : int
         num_updates : int
             Total number of updates (a resumed run counts its earlier ones).

@@ -294,6 +294,37 @@ def test_autoencoder_curves_errors_match_numpy(tmp_path, capsys):
     assert float(m.group(1)) <= first
 
 
+def test_autoencoder_curve_uses_eval_cases_and_final_errors_all_cases(tmp_path, capsys):
+    import json
+
+    from hf_symbolic.datasets import curves_data
+
+    save, out = tmp_path / "params.npz", tmp_path / "run.json"
+    argv = ["curves", "--train", "200", "--test", "100", "--layers", "40", "20", "6", "--updates", "1",
+            "--float64", "--method", "sgd", "--lr", "0.01", "--sgd-batch", "50", "--eval-cases", "30",
+            "--save", str(save), "--json", str(out)]
+    rc, _ = run("autoencoder", argv, capsys)
+    assert rc == 0
+    record = json.loads(out.read_text())
+    p = np.load(save)
+    data = curves_data(n_train=200, n_test=100, seed=0, dtype="float64")
+    acts = ["sigmoid", "sigmoid", "linear", "sigmoid", "sigmoid", "sigmoid"]
+
+    def error(x):
+        a = x
+        for i, act in enumerate(acts):
+            z = a @ p[f"W{i}"] + p[f"b{i}"]
+            a = z if act == "linear" else 1 / (1 + np.exp(-z))
+        return np.mean(np.sum((a - x) ** 2, axis=1))
+
+    (point,) = record["curve"]
+    assert point["train_error"] == pytest.approx(error(data.train[:30]), rel=1e-9)
+    assert point["test_error"] == pytest.approx(error(data.test[:30]), rel=1e-9)
+    assert record["train_error"] == pytest.approx(error(data.train), rel=1e-9)
+    assert record["test_error"] == pytest.approx(error(data.test), rel=1e-9)
+    assert point["train_error"] != pytest.approx(record["train_error"], rel=1e-6)
+
+
 @pytest.mark.parametrize("method", ["adam", "nesterov"])
 def test_autoencoder_first_order_methods_write_their_json(tmp_path, capsys, method):
     import json

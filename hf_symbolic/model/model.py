@@ -158,6 +158,10 @@ class Model:
             from hf_symbolic.model.statistics import statistic_graph
 
             ins, outs = statistic_graph(self, name)
+        elif name == "kronecker_factors":
+            from hf_symbolic.model.kronecker import kronecker_graph
+
+            ins, outs = kronecker_graph(self)
         else:  # pragma: no cover - internal
             raise KeyError(name)
 
@@ -283,6 +287,23 @@ class Model:
         from hf_symbolic.model.statistics import hutchinson_diagonal
 
         return hutchinson_diagonal(self, self._batch(batch), samples=samples, seed=seed)
+
+    def kronecker_factors(self, batch, seed=None):
+        """The Kronecker factors of the dense layers' Gauss-Newton blocks (and the other parameters' diagonal).
+
+        One flat vector; see :mod:`hf_symbolic.model.kronecker` for its layout,
+        the estimator and the seeding, and :meth:`kronecker_structure` for the
+        layers found.
+        """
+        from hf_symbolic.model.kronecker import kronecker_factors
+
+        return kronecker_factors(self, self._batch(batch), seed=seed)
+
+    def kronecker_structure(self):
+        """``(blocks, other)``: the dense layers' flat offsets and sizes, and the other parameters' flat indices."""
+        from hf_symbolic.model.kronecker import kronecker_structure
+
+        return kronecker_structure(self)
 
     def _cached_gv_functions(self):
         """``(residuals_fn, product_fn)`` of the partially evaluated Gauss-Newton product, or None."""
@@ -435,4 +456,5 @@ STATISTICS = {
     "squared_gradients": "per_case_squared_gradient",
     "gauss_newton_diagonal": "gauss_newton_diagonal",
     "gauss_newton_hutchinson": "gauss_newton_hutchinson",
+    "kronecker_factors": "kronecker_factors",
 }

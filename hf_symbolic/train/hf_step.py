@@ -29,7 +29,7 @@ from hf_symbolic.solve.backtrack import backtrack
 from hf_symbolic.solve.cg import conjugate_gradient
 from hf_symbolic.solve.damping import reduction_ratio
 from hf_symbolic.solve.linesearch import armijo
-from hf_symbolic.solve.preconditioners import make_preconditioner
+from hf_symbolic.solve.preconditioners import make_preconditioner, operator
 from hf_symbolic.train.loop import StepRule
 from hf_symbolic.train.options import RESUMABLE_CHANGES, TrainOptions
 from hf_symbolic.train.stats import UpdateStats
@@ -69,6 +69,9 @@ class HFStep(StepRule):
         self.lam = float(options.initial_lambda)
         self.cg_x = np.zeros(model.layout.size, dtype=model.layout.dtype)
         self.preconditioner = make_preconditioner(options.preconditioner, exponent=options.preconditioner_exponent)
+        if getattr(self.preconditioner, "needs_structure", False):  # e.g. K-FAC: the model's dense layers
+            blocks, other = model.kronecker_structure()
+            self.preconditioner = self.preconditioner.with_structure(blocks, other, model.layout.size)
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -192,7 +195,7 @@ class HFStep(StepRule):
         if self.preconditioner is not None:
             t = time.perf_counter()
             stat = ev.statistic("cg", self.preconditioner.statistic)
-            M = self.preconditioner.diagonal(stat, lam).astype(dtype)
+            M = operator(self.preconditioner, stat, lam, dtype)
             curv_time[0] += time.perf_counter() - t
         setup_time = curv_time[0]
         t0 = time.perf_counter()

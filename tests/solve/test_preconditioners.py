@@ -147,7 +147,18 @@ def test_hutchinson_samples_must_be_positive(case):
 
 
 # -- the preconditioner objects ---------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+DIAGONAL = sorted(n for n, cls in REGISTRY.items() if hasattr(cls, "diagonal"))  # kfac: tests/solve/test_kfac.py
+
+
+def test_every_registered_preconditioner_is_diagonal_or_an_inverse():
+    assert "kfac" in REGISTRY and "kfac" not in DIAGONAL
+    for name, cls in REGISTRY.items():
+        pc = cls.from_options()
+        assert pc.statistic in STATISTICS
+        assert callable(getattr(pc, "diagonal", None)) != callable(getattr(pc, "inverse", None)), name
+
+
+@pytest.mark.parametrize("name", DIAGONAL)
 def test_registered_preconditioners_name_a_statistic_and_are_damped_powers(name):
     pc = make_preconditioner(name, exponent=0.5)
     assert pc.statistic in STATISTICS
