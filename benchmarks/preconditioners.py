@@ -88,7 +88,7 @@ def main(argv=None):
     for name in NAMES[1:]:
         pc = make_preconditioner(name)
         if getattr(pc, "needs_structure", False):
-            pc = pc.with_structure(*opt.kronecker_structure(), opt.layout.size)
+            pc = pc.with_structure(*opt.kronecker_structure())
         opt.statistic(pc.statistic, cg_batch)  # compile
         t = time.perf_counter()
         stats[name] = (opt.statistic(pc.statistic, cg_batch), time.perf_counter() - t)

@@ -97,6 +97,15 @@ def dense_layers(p, split):
     return layers
 
 
+def _model_layers(model):
+    """``(layers, covered)``: the model's dense layers (a bias of the wrong length left out) and their parameters."""
+    shapes = model.layout.shapes
+    layers = [layer if layer.b is None or shapes[layer.b] == (shapes[layer.w][1],) else layer._replace(b=None)
+              for layer in dense_layers(model.p, model._spec.s)]
+    covered = {k for layer in layers for k in (layer.w, layer.b) if k is not None}
+    return layers, covered
+
+
 def kronecker_structure(model):
     """``(blocks, other)`` for :class:`hf_symbolic.solve.preconditioners.KroneckerFactored`.
 
@@ -106,19 +115,12 @@ def kronecker_structure(model):
     """
     layout = model.layout
     offs = layout.offsets
-    layers = dense_layers(model.p, model._spec.s)
-    blocks, covered = [], set()
-    for layer in layers:
-        n_in, n_out = layout.shapes[layer.w]
-        if layer.b is not None and layout.shapes[layer.b] != (n_out,):
-            layer = layer._replace(b=None)
-        blocks.append((offs[layer.w], int(n_in), int(n_out), None if layer.b is None else offs[layer.b]))
-        covered.add(layer.w)
-        if layer.b is not None:
-            covered.add(layer.b)
+    layers, covered = _model_layers(model)
+    blocks = tuple((offs[layer.w], *map(int, layout.shapes[layer.w]), None if layer.b is None else offs[layer.b])
+                   for layer in layers)
     other = [np.arange(offs[k], offs[k + 1]) for k in range(len(layout.shapes)) if k not in covered]
     other = np.concatenate(other) if other else np.zeros(0, dtype=np.int64)
-    return tuple(blocks), other.astype(np.int64)
+    return blocks, other.astype(np.int64)
 
 
 def kronecker_graph(model):
@@ -130,14 +132,7 @@ def kronecker_graph(model):
     from hf_symbolic.model.statistics import _loss_terms
 
     spec, layout = model._spec, model.layout
-    layers = dense_layers(model.p, spec.s)
-    blocks, _ = kronecker_structure(model)
-    bias = {blk[0]: blk[3] is not None for blk in blocks}
-    covered = set()
-    for layer in layers:
-        covered.add(layer.w)
-        if bias[layout.offsets[layer.w]] and layer.b is not None:
-            covered.add(layer.b)
+    layers, covered = _model_layers(model)
     inner = [x for layer in layers for x in (layer.a, layer.z)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -159,7 +154,7 @@ def kronecker_graph(model):
         deltas, other_pairs = pairs[:len(zs)], pairs[len(zs):]
         parts = [(g * h).ravel().astype(layout.dtype) for g, h in other_pairs]
         for layer, a, (d1, d2) in zip(layers, inner[0::2], deltas):
-            if bias[layout.offsets[layer.w]]:
+            if layer.b is not None:
                 a = pt.concatenate([a, pt.ones((a.shape[0], 1), dtype=a.dtype)], axis=1)
             n = pt.cast(a.shape[0], a.dtype)
             parts.append((pt.dot(a.T, a) / n).ravel().astype(layout.dtype))
@@ -171,9 +166,8 @@ def kronecker_graph(model):
 
 def kronecker_factors(model, batch, seed=None):
     """The flat Kronecker statistic on a checked batch, one Rademacher draw seeded by (seed, θ, batch)."""
-    from hf_symbolic.model.statistics import rademacher
+    from hf_symbolic.model.statistics import rademacher, rademacher_draws
 
     rng = rademacher(KRONECKER_SEED if seed is None else seed, model.get_flat(), batch)
-    shape = tuple(int(d) for d in model._function("split_shape")(*batch))
-    xi = (2 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(model._spec.s.dtype)
+    (xi,) = rademacher_draws(rng, model, batch, 1)
     return np.asarray(model._function("kronecker_factors")(xi, *batch))

@@ -50,7 +50,7 @@ import warnings
 import numpy as np
 
 __all__ = ["HUTCHINSON_SAMPLES", "HUTCHINSON_SEED", "exact_diagonal", "exact_diagonal_graph", "hutchinson_diagonal",
-           "hutchinson_graph", "rademacher", "statistic_graph"]
+           "hutchinson_graph", "rademacher", "rademacher_draws", "statistic_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,13 @@ def rademacher(seed, theta, batch):
     return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
 
 
+def rademacher_draws(rng, model, batch, n):
+    """``n`` Rademacher arrays of ±1 shaped like the model's split on ``batch`` (in its dtype), drawn from ``rng``."""
+    shape = tuple(int(d) for d in model._function("split_shape")(*batch))
+    for _ in range(int(n)):
+        yield (2 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(model._spec.s.dtype)
+
+
 # -- drivers (called by the Model methods of the same names) ---------------------------------
 def statistic_graph(model, name):
     """``(inputs, output)`` of the function ``name`` that :meth:`Model._function` compiles."""
@@ -200,11 +207,8 @@ def hutchinson_diagonal(model, batch, samples=None, seed=None):
     if not (isinstance(samples, (int, np.integer)) and samples >= 1):
         raise ArgumentError(f"samples={samples!r} is invalid: expected an integer >= 1")
     rng = rademacher(HUTCHINSON_SEED if seed is None else seed, model.get_flat(), batch)
-    shape = tuple(int(d) for d in model._function("split_shape")(*batch))
     fn = model._function("gauss_newton_hutchinson")
-    dtype = model._spec.s.dtype
     acc = np.zeros(model.layout.size, dtype=np.float64)
-    for _ in range(int(samples)):
-        z = (2 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(dtype)
+    for z in rademacher_draws(rng, model, batch, samples):
         acc += np.asarray(fn(z, *batch), dtype=np.float64)
     return (acc / samples).astype(model.layout.dtype)

@@ -70,8 +70,7 @@ class HFStep(StepRule):
         self.cg_x = np.zeros(model.layout.size, dtype=model.layout.dtype)
         self.preconditioner = make_preconditioner(options.preconditioner, exponent=options.preconditioner_exponent)
         if getattr(self.preconditioner, "needs_structure", False):  # e.g. K-FAC: the model's dense layers
-            blocks, other = model.kronecker_structure()
-            self.preconditioner = self.preconditioner.with_structure(blocks, other, model.layout.size)
+            self.preconditioner = self.preconditioner.with_structure(*model.kronecker_structure())
 
     # -- state ---------------------------------------------------------------------
     @property

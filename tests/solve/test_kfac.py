@@ -73,7 +73,7 @@ def test_scan_weights_are_other_parameters():
     assert covered.isdisjoint(other.tolist())
     assert sorted(covered | set(other.tolist())) == list(range(opt.layout.size))
     assert other.size > 0  # the recurrent weights live inside the scan
-    pc = make_preconditioner("kfac").with_structure(blocks, other, opt.layout.size)
+    pc = make_preconditioner("kfac").with_structure(blocks, other)
     stat = opt.kronecker_factors(m.batch)
     assert stat.shape == (pc.statistic_size,) and np.isfinite(stat).all()
     r = np.random.default_rng(0).normal(size=opt.layout.size)
@@ -89,7 +89,7 @@ def test_one_case_factors_give_the_exact_gauss_newton_blocks(kind):
     opt = _model(m)
     J, H, _ = dense_split_terms(m, opt.layout)
     G = J.T @ H @ J
-    pc = make_preconditioner("kfac").with_structure(*opt.kronecker_structure(), opt.layout.size)
+    pc = make_preconditioner("kfac").with_structure(*opt.kronecker_structure())
     fn = opt._function("kronecker_factors")
     n_split = J.shape[0]
     draws = [np.array(z, dtype="float64").reshape(1, n_split) for z in itertools.product((-1.0, 1.0), repeat=n_split)]
@@ -140,7 +140,7 @@ def test_inverse_equals_solving_with_the_dense_damped_kronecker_matrix(lam):
     rng = np.random.default_rng(0)
     # flat: W0 (3x2) at 0, b0 at 6, W1 (2x1) at 8, two other entries at 10 and 11, b-less layer
     blocks, other, size = ((0, 3, 2, 6), (8, 2, 1, None)), np.array([10, 11]), 12
-    pc = make_preconditioner("kfac").with_structure(blocks, other, size)
+    pc = make_preconditioner("kfac").with_structure(blocks, other)
     diag = np.array([0.7, -0.1])  # a negative estimate is clipped to 0
     factors = [(_spd(rng, 4), _spd(rng, 2, 1e-3)), (_spd(rng, 2, 5.0), _spd(rng, 1))]
     stat = np.concatenate([diag, *[x.ravel() for pair in factors for x in pair]])
@@ -161,7 +161,7 @@ def test_inverse_equals_solving_with_the_dense_damped_kronecker_matrix(lam):
 
 
 def test_inverse_checks_its_statistic_structure_and_damping():
-    pc = KroneckerFactored().with_structure(((0, 2, 1, None),), np.array([2]), 3)
+    pc = KroneckerFactored().with_structure(((0, 2, 1, None),), np.array([2]))
     with pytest.raises(ArgumentError, match=r"expected \(6,\)"):
         pc.inverse(np.ones(5), 1.0)
     with pytest.raises(ArgumentError, match="damping=0"):

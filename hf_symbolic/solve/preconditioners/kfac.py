@@ -48,25 +48,22 @@ class KroneckerFactored:
         start in the flat vector (from ``Model.kronecker_structure()``).
     other : array of int
         Flat indices of every other parameter entry.
-    size : int
-        Length of the flat vector.
 
     Examples
     --------
     One layer with 2 inputs, 1 output and a bias (flat: W[0], W[1], b):
 
     >>> import numpy as np
-    >>> pc = KroneckerFactored(blocks=((0, 2, 1, 2),), other=np.zeros(0, int), size=3)
+    >>> pc = KroneckerFactored(blocks=((0, 2, 1, 2),), other=np.zeros(0, int))
     >>> A = np.diag([1.0, 4.0, 1.0]); S = np.array([[2.0]])
     >>> stat = np.concatenate([A.ravel(), S.ravel()])
-    >>> apply = pc.inverse(stat, 1e-12)
+    >>> apply = pc.inverse(stat, 1e-16)
     >>> np.round(apply(np.array([2.0, 8.0, 2.0])), 6).tolist()   # (A ⊗ S)⁻¹ r
     [1.0, 1.0, 1.0]
     """
 
     blocks: tuple = ()
     other: np.ndarray = None
-    size: int = 0
     statistic: str = "kronecker_factors"
     needs_structure = True
 
@@ -74,10 +71,9 @@ class KroneckerFactored:
     def from_options(cls, **_):
         return cls()
 
-    def with_structure(self, blocks, other, size):
-        """This preconditioner for a model's layout (``Model.kronecker_structure()`` and the layout size)."""
-        return KroneckerFactored(blocks=tuple(blocks), other=np.asarray(other, dtype=np.int64), size=int(size),
-                                 statistic=self.statistic)
+    def with_structure(self, blocks, other):
+        """This preconditioner for a model's layout (``Model.kronecker_structure()``)."""
+        return KroneckerFactored(blocks=tuple(blocks), other=np.asarray(other, dtype=np.int64), statistic=self.statistic)
 
     @property
     def statistic_size(self) -> int:
