@@ -71,6 +71,8 @@ def parse_args(argv=None):
                     help="cases per curvature (CG) batch (default: 5000 curves, 7500 fashion-mnist)")
     ap.add_argument("--lambda0", type=float, default=45.0,
                     help="initial Tikhonov damping (Martens' autoencoder setting)")
+    ap.add_argument("--lambda-drop", type=float, default=2.0 / 3.0,
+                    help="factor applied to lambda after a good reduction ratio (rho > 3/4; Martens: 2/3)")
     ap.add_argument("--max-cg", type=int, default=250, help="maximum CG iterations per update")
     ap.add_argument("--preconditioner", nargs="?", const="martens", default=None,
                     help="HF's CG preconditioner: a name of hf_symbolic.solve.preconditioners.REGISTRY "
@@ -108,6 +110,8 @@ def parse_args(argv=None):
     for name in ("train", "test", "cg_batch", "sgd_batch"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if not 0.0 < args.lambda_drop < 1.0:
+        ap.error(f"--lambda-drop {args.lambda_drop}: expected a factor in (0, 1)")
     if args.eval_cases < 0:
         ap.error(f"--eval-cases {args.eval_cases}: expected 0 (all cases) or a positive number")
     if any(w < 1 for w in args.layers):
@@ -152,7 +156,7 @@ def main(argv=None):
     say(f"{args.data} autoencoder {'-'.join(map(str, sizes))} ({method}): {args.train} training and "
         f"{args.test} test cases, budget {args.budget:g} s; {backend_summary(args.mode)}; {args.workers} process(es)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from hf_symbolic import BatchDataset, hf_optimizer
+    from hf_symbolic import BatchDataset, DampingRule, hf_optimizer
     from hf_symbolic.errors import DataNotFoundError
     from hf_symbolic import adam_optimizer, sgd_optimizer
 
@@ -199,6 +203,7 @@ def main(argv=None):
         gradient_ds = BatchDataset([x_train], args.gradient_batch, seed=batch_seed)
         cg_ds = BatchDataset([x_train], args.cg_batch, seed=batch_seed + 1)
         opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=0.0, max_cg_iterations=args.max_cg,
+                  damping=DampingRule(drop=args.lambda_drop),
                   preconditioner=args.preconditioner, num_updates=args.updates, validation=validate,
                   callback=report, time_budget=args.budget, workers=args.workers)
     seconds = clock()
@@ -217,7 +222,8 @@ def main(argv=None):
         import json
 
         record = dict(data=args.data, method=args.method, learning_rate=None if args.method == "hf" else args.lr,
-                      preconditioner=args.preconditioner, seed=args.seed, budget=args.budget,
+                      preconditioner=args.preconditioner, lambda0=args.lambda0, lambda_drop=args.lambda_drop,
+                      seed=args.seed, budget=args.budget,
                       train_error=float(train_sq), test_error=float(test_sq), seconds=seconds,
                       updates=result.updates, status=result.status, curve=curve)
         with open(args.json, "w") as f:

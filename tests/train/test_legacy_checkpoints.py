@@ -4,7 +4,9 @@
 stopped after 2 of 4 updates (HF with Martens' preconditioner on item
 datasets; SGD with momentum) and the parameters after all 4 updates of the
 uninterrupted run. Here the current code resumes each file and must end on
-those parameters.
+those parameters: the SGD run exactly; the HF run, whose last two updates decide between
+nearly tied CG iterates, to 1e-4, after its saved state has been checked against the
+state the current code saves.
 """
 
 import os
@@ -37,11 +39,26 @@ def test_hf_checkpoint_of_release_0_1_resumes_to_the_same_parameters(tmp_path, e
     path = _copy(tmp_path, "hf")
     arrays, meta = load_checkpoint(path)
     assert meta["update"] == 2 and set(arrays) >= {"theta", "best_theta", "cg_x"}
+    # The file holds the state the current code writes after the same 2 updates (to rounding) ...
+    ours_path = tmp_path / "ours.ckpt"
+    ours, gd, cd, kw = make.rnn_problem()
+    ours.train(gd, cd, num_updates=2, save_progress=ours_path, **kw)
+    ours_arrays, ours_meta = load_checkpoint(ours_path)
+    for name in ("theta", "best_theta", "cg_x"):
+        np.testing.assert_allclose(arrays[name], ours_arrays[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    for key in ("lambda", "best_update", "datasets"):
+        assert meta[key] == ours_meta[key], key
+    # ... and resuming it ends where release 0.1.0's uninterrupted run ended on the machine that
+    # wrote the files. Not to 1e-9: in updates 3 and 4 backtracking compares CG iterates whose
+    # objective values differ by 1e-11 relative, so a change of 1e-16 in the parameters (or
+    # another CPU's rounding) moves the result by up to 5e-6 (measured on an AMD EPYC against
+    # files written on an Intel Xeon). That resuming is exact is tested on the current format
+    # (tests/train/test_checkpoint.py), where the state carries over bit for bit.
     opt, gd, cd, kw = make.rnn_problem()
     opt.train(gd, cd, num_updates=4, save_progress=path, **kw)
     assert opt.result.updates == 4
     assert [s.update for s in opt.result.history] == [1, 2, 3, 4]
-    np.testing.assert_allclose(opt.get_flat(), expected["hf"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(opt.get_flat(), expected["hf"], rtol=0, atol=1e-4)
 
 
 def test_sgd_checkpoint_of_release_0_1_resumes_to_the_same_parameters(tmp_path, expected):
