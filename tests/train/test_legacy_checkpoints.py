@@ -53,7 +53,7 @@ def test_hf_checkpoint_of_release_0_1_resumes_to_the_same_parameters(tmp_path, e
     # objective values differ by 1e-11 relative, so a change of 1e-16 in the parameters (or
     # another CPU's rounding) moves the result by up to 5e-6 (measured on an AMD EPYC against
     # files written on an Intel Xeon). That resuming is exact is tested on the current format
-    # (tests/train/test_checkpoint.py), where the state carries over bit for bit.
+    # (tests/train/test_resume.py), where the state carries over bit for bit.
     opt, gd, cd, kw = make.rnn_problem()
     opt.train(gd, cd, num_updates=4, save_progress=path, **kw)
     assert opt.result.updates == 4
