@@ -21,6 +21,7 @@ Usage::
 
     python benchmarks/race.py --data curves --budgets 600 --seeds 0 1 2
     python benchmarks/race.py --data curves fashion-mnist --budgets 600 1800 --seeds 0 1 2 --png race.png
+    python benchmarks/race.py --seeds 1 2 --lrs adam=0.001 sgd=0.01   # only rates chosen on another seed
 
 Prints one table row per (data, budget, method): the median over seeds of the
 final test and training errors (squared error per case), the seeds run and
@@ -64,7 +65,7 @@ def runs(args):
             extra = [] if pc == "none" else ["--preconditioner", pc]
             out.append(((data, budget, seed, method, None), base + ["--method", "hf", *extra]))
         for method in args.methods:
-            for lr in GRIDS[method]:
+            for lr in args.lrs.get(method, GRIDS[method]):
                 out.append(((data, budget, seed, method, lr), base + ["--method", method, "--lr", str(lr)]))
     return out
 
@@ -82,7 +83,7 @@ def run_one(args, key, cmd):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     t0 = time.perf_counter()
     done = subprocess.run(cmd + ["--json", path + ".part"], env=env, capture_output=True, text=True)
-    if done.returncode not in (0, 1):
+    if done.returncode not in (0, 1) or not os.path.exists(path + ".part"):  # 1 without a JSON: a traceback
         sys.stderr.write(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}\n")
         return key, None, "failed"
     os.replace(path + ".part", path)
@@ -162,6 +163,24 @@ def plot(args, results, path):
     return path
 
 
+def parse_lrs(ap, items):
+    """``["adam=0.001", "adam=0.0003"]`` -> ``{"adam": (0.001, 0.0003)}``; each rate must be in its grid."""
+    chosen = {}
+    for item in items:
+        method, _, value = item.partition("=")
+        if method not in GRIDS:
+            ap.error(f"--lrs {item!r}: expected METHOD=LR with METHOD one of {sorted(GRIDS)}")
+        try:
+            lr = float(value)
+        except ValueError:
+            ap.error(f"--lrs {item!r}: expected a number after '='")
+        if not any(abs(lr - g) <= 1e-12 * g for g in GRIDS[method]):
+            ap.error(f"--lrs {item!r}: {lr:g} is not in the {method} grid {GRIDS[method]} (fixed before any race)")
+        chosen.setdefault(method, [])
+        chosen[method].append(next(g for g in GRIDS[method] if abs(lr - g) <= 1e-12 * g))
+    return {m: tuple(v) for m, v in chosen.items()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -171,11 +190,15 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="*", default=["sgd", "nesterov", "adam"], choices=sorted(GRIDS))
     ap.add_argument("--preconditioners", nargs="*", default=["none"],
                     help="HF runs, one per preconditioner name ('none' for plain HF; no name: no HF run)")
+    ap.add_argument("--lrs", nargs="*", default=[], metavar="METHOD=LR",
+                    help="run only these learning rates of a method's grid (e.g. adam=0.001, chosen on "
+                         "another seed); the table then reports the best of the rates run")
     ap.add_argument("--parallel", type=int, default=2, help="runs side by side (one core each)")
     ap.add_argument("--out", default="runs/race", help="folder of the runs' JSON files")
     ap.add_argument("--png", default=None, help="draw test error against seconds into this PNG")
     ap.add_argument("--table-only", action="store_true", help="print the table of the runs already done")
     args = ap.parse_args(argv)
+    args.lrs = parse_lrs(ap, args.lrs)
     os.makedirs(args.out, exist_ok=True)
     if not args.table_only:
         todo = runs(args)

@@ -103,13 +103,15 @@ def parse_args(argv=None):
         args.method = "sgd"
     args.sgd = args.method != "hf"  # a first-order method
     layers, n_train, cg_batch = DEFAULTS[args.data]
-    args.layers = args.layers or layers
-    args.train = args.train or n_train
-    args.cg_batch = min(args.cg_batch or cg_batch, args.train)
-    args.gradient_batch = min(args.gradient_batch or args.train, args.train)
     for name in ("train", "test", "cg_batch", "sgd_batch"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if args.gradient_batch < 0:
+        ap.error(f"--gradient-batch {args.gradient_batch}: expected 0 (all training cases) or a positive number")
+    args.layers = args.layers or layers
+    args.train = args.train if args.train is not None else n_train
+    args.cg_batch = min(args.cg_batch if args.cg_batch is not None else cg_batch, args.train)
+    args.gradient_batch = min(args.gradient_batch or args.train, args.train)
     if not 0.0 < args.lambda_drop < 1.0:
         ap.error(f"--lambda-drop {args.lambda_drop}: expected a factor in (0, 1)")
     if args.eval_cases < 0:

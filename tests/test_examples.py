@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import load_script
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = ("example_NN", "example_RNN", "pathological", "autoencoder")
 
 
 def load(name):
     """Import ``examples/<name>.py`` by path (the examples are not a package)."""
-    key = f"hf_examples_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples", name)
 
 
 def run(name, argv, capsys):
@@ -350,6 +340,24 @@ def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert "not found" in err and str(tmp_path) in err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--lambda-drop", "1.5"], "--lambda-drop 1.5: expected a factor in (0, 1)"),
+    (["--lambda-drop", "0"], "--lambda-drop 0.0: expected a factor in (0, 1)"),
+    (["--cg-batch", "0"], "--cg-batch 0: expected at least 1"),
+    (["--train", "0"], "--train 0: expected at least 1"),
+    (["--gradient-batch", "-5"], "--gradient-batch -5: expected 0"),
+    (["--eval-cases", "-1"], "--eval-cases -1: expected 0"),
+    (["--layers", "10", "0", "2"], "--layers [10, 0, 2]: expected positive widths"),
+])
+def test_autoencoder_bad_arguments_named_before_any_compile(argv, named, capsys, monkeypatch):
+    module = load("autoencoder")
+    monkeypatch.setattr(module, "compile_now", lambda *a, **k: pytest.fail("compiled before checking its arguments"))
+    with pytest.raises(SystemExit) as exc:
+        module.main(["curves", *argv])
+    assert exc.value.code == 2
+    assert named in capsys.readouterr().err
 
 
 # -- shared builders ------------------------------------------------------------------

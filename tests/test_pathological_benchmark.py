@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,15 +9,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "pathological.py"
+from scripts import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("hf_bench_pathological", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "pathological")
 
 
 def row(task="addition", T=100, seed=0, method="hf", budget=1800.0, extra=(), solved=True, wrong=0.0012,
@@ -147,7 +143,7 @@ def test_run_one_row_from_the_record_and_from_a_crash(bench, tmp_path, monkeypat
         if "--seed" in cmd and cmd[cmd.index("--seed") + 1] == "0":
             Path(path).write_text(json.dumps(dict(solved=True, test_wrong_fraction=0.0, updates=3,
                                                   train_seconds=1.5, stop_reason="confirmed",
-                                                  hf_symbolic=str(SCRIPT.parent.parent / "hf_symbolic"))))
+                                                  hf_symbolic=str(ROOT / "hf_symbolic"))))
             return subprocess.CompletedProcess(cmd, 0, "update 1\nSOLVED: xor T=100 ...\n", "")
         return subprocess.CompletedProcess(cmd, 1, "", "Traceback\nValueError: boom\n")
 

@@ -171,28 +171,40 @@ def test_cached_forward_equals_plain_product(name, built):
         assert max_rel_err(a, b) <= 1e-12
 
 
-def _structural_model(form):
-    """The test RNN with structural damping on tanh units.
+@pytest.fixture(scope="module")
+def structural_models():
+    """``get(form) -> (model, cached optimizer, plain optimizer)`` for the structural damping tests.
 
-    ``tanh``: ``h = tanh(ha)`` given as it is (values in (-1, 1)), with zero
-    bias and zero inputs at the first step of two cases (so ``ha`` and ``h``
-    are exactly 0 there). ``mapped``: ``h = (tanh(ha) + 1) / 2``, as the other
-    tests pass it. ``_saturated``: weights large enough that some units round
-    to exactly 0 or 1.
+    The test RNN with structural damping on tanh units. ``tanh``: ``h =
+    tanh(ha)`` given as it is (values in (-1, 1)), with zero bias and zero
+    inputs at the first step of two cases (so ``ha`` and ``h`` are exactly 0
+    there). ``mapped``: ``h = (tanh(ha) + 1) / 2``, as the other tests pass it.
+    ``_saturated``: weights 40 times larger, so that some units round to
+    exactly 0 or 1. A form and its saturated twin share one graph and its
+    compiled functions; the weights are set for each test.
     """
-    m = rnn(structural=True, n=4)
-    if form.startswith("tanh"):
-        m.h = pt.tanh(m.ha)
-        m.p[2].set_value(np.zeros_like(m.p[2].get_value()))
-        m.batch[0][0, :2] = 0.0
-    if form.endswith("saturated"):
-        for w in m.p[:2]:
-            w.set_value(w.get_value() * 40)
-    return m
+    cache = {}
+
+    def get(form):
+        base = form.removesuffix("_saturated")
+        if base not in cache:
+            m = rnn(structural=True, n=4)
+            if base == "tanh":
+                m.h = pt.tanh(m.ha)
+                m.p[2].set_value(np.zeros_like(m.p[2].get_value()))
+                m.batch[0][0, :2] = 0.0
+            cache[base] = m, [x.get_value() for x in m.p], _opt(m), _opt(m, cache_forward=False)
+        m, values, cached, plain = cache[base]
+        scale = 40.0 if form.endswith("_saturated") else 1.0
+        for i, (x, value) in enumerate(zip(m.p, values)):
+            x.set_value(value * scale if i < 2 else value)  # Wx, Wh
+        return m, cached, plain
+
+    return get
 
 
 @pytest.mark.parametrize("form", ["tanh", "mapped", "tanh_saturated", "mapped_saturated"])
-def test_structural_damping_finite_and_equal_to_dense_reference(form):
+def test_structural_damping_finite_and_equal_to_dense_reference(form, structural_models):
     """``c J_ha^T H_D J_ha v`` with ``D`` the cross-entropy on ``(tanh(ha) + 1) / 2``, from explicit Jacobians.
 
     ``H_D`` at ``ha`` is ``diag(1 - tanh(ha)**2) / cases`` for tanh units (0 at
@@ -201,7 +213,7 @@ def test_structural_damping_finite_and_equal_to_dense_reference(form):
     """
     import pytensor
 
-    m = _structural_model(form)
+    m, cached, plain = structural_models(form)
     ha_val = pytensor.function(m.inputs, m.ha, on_unused_input="ignore")(*m.batch)
     u_val = (np.tanh(ha_val) + 1) / 2
     saturated = (u_val == 0) | (u_val == 1)
@@ -212,7 +224,6 @@ def test_structural_damping_finite_and_equal_to_dense_reference(form):
     with np.errstate(over="ignore"):
         w = 1 / np.cosh(ha_val) ** 2 / n_cases  # 1 - tanh**2 without its cancellation near saturation
 
-    cached, plain = _opt(m), _opt(m, cache_forward=False)
     n = cached.layout.size
     ref = explicit_gauss_newton(m, cached.layout, split=m.ha, loss=lambda a: 0.5 * pt.sum(w * a ** 2))
     assert np.abs(ref).max() > 1e-6
