@@ -174,14 +174,14 @@ def parse_lrs(ap, items):
             lr = float(value)
         except ValueError:
             ap.error(f"--lrs {item!r}: expected a number after '='")
-        if not any(abs(lr - g) <= 1e-12 * g for g in GRIDS[method]):
+        in_grid = next((g for g in GRIDS[method] if abs(lr - g) <= 1e-12 * g), None)
+        if in_grid is None:
             ap.error(f"--lrs {item!r}: {lr:g} is not in the {method} grid {GRIDS[method]} (fixed before any race)")
-        chosen.setdefault(method, [])
-        chosen[method].append(next(g for g in GRIDS[method] if abs(lr - g) <= 1e-12 * g))
+        chosen.setdefault(method, []).append(in_grid)
     return {m: tuple(v) for m, v in chosen.items()}
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", nargs="+", default=["curves"], choices=["curves", "fashion-mnist"])
@@ -199,6 +199,11 @@ def main(argv=None):
     ap.add_argument("--table-only", action="store_true", help="print the table of the runs already done")
     args = ap.parse_args(argv)
     args.lrs = parse_lrs(ap, args.lrs)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     if not args.table_only:
         todo = runs(args)

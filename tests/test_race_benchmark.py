@@ -17,20 +17,7 @@ def race():
 
 
 def args_of(race, tmp_path, *argv):
-    """The parsed arguments ``main`` would use (its parser, without running anything)."""
-    seen = {}
-
-    def stop(args, results):
-        seen["args"] = args
-        raise StopIteration
-
-    race_table, race.table = race.table, stop
-    try:
-        with pytest.raises(StopIteration):
-            race.main([*argv, "--table-only", "--out", str(tmp_path)])
-    finally:
-        race.table = race_table
-    return seen["args"]
+    return race.parse_args([*argv, "--out", str(tmp_path)])
 
 
 def test_every_learning_rate_of_the_grid_is_run_unless_chosen(race, tmp_path):
@@ -57,7 +44,7 @@ def test_every_learning_rate_of_the_grid_is_run_unless_chosen(race, tmp_path):
 ])
 def test_a_learning_rate_outside_the_fixed_grid_is_refused(race, tmp_path, item, named, capsys):
     with pytest.raises(SystemExit) as exc:
-        race.main(["--lrs", item, "--table-only", "--out", str(tmp_path)])
+        race.parse_args(["--lrs", item])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert named in err and repr(item) in err
