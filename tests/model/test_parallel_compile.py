@@ -31,6 +31,15 @@ cost = pt.mean(pt.sum(y * pt.softplus(-s) + (1 - y) * pt.softplus(s), axis=1))
 opt = hf_optimizer([W1, W2], [x, y], s, [cost])
 """
 
+# After compile_for_training: what both the subprocesses and the in-process reference report.
+MEASURE = r"""
+compiled = sorted(name for name, fn in opt._functions.items() if fn is not None)
+batch = [rng.normal(size=(5, 4)), (rng.uniform(size=(5, 2)) > 0.5).astype(float)]
+g, costs = opt.gradient(batch)
+gv = opt.gauss_newton_product(rng.normal(size=opt.layout.size), batch)
+measured = {"compiled": compiled, "g": g.tolist(), "cost": costs, "gv": gv.tolist()}
+"""
+
 SCRIPT = BUILD + r"""
 import json, os, sys
 from hf_symbolic.graph.backend import _runs_c
@@ -42,16 +51,11 @@ if not _runs_c(opt._mode):
     sys.exit(0)
 notes = []
 compile_for_training(opt, processes=int(sys.argv[1]), report=lambda title, dt, note: notes.append([title, note]))
-compiled = {name for name, fn in opt._functions.items() if fn is not None}
+""" + MEASURE + r"""
 cache = get_module_cache()
-batch = [rng.normal(size=(5, 4)), (rng.uniform(size=(5, 2)) > 0.5).astype(float)]
-g, costs = opt.gradient(batch)
-v = rng.normal(size=opt.layout.size)
-gv = opt.gauss_newton_product(v, batch)
 base = os.path.dirname(str(cache.dirname))
 print(json.dumps({
-    "notes": notes, "compiled": sorted(compiled), "g": g.tolist(), "cost": costs, "gv": gv.tolist(),
-    "modules": len(cache.module_hash_to_key_data),
+    **measured, "notes": notes, "modules": len(cache.module_hash_to_key_data),
     "left": [d for d in os.listdir(base) if d.startswith("hf_symbolic_compile_")],
 }))
 """
@@ -78,16 +82,12 @@ def run_here(monkeypatch):
     monkeypatch.delenv("HF_SYMBOLIC_MODE", raising=False)  # the default mode, as in the subprocesses
     ns = {}
     exec(BUILD, ns)
-    opt, rng = ns["opt"], ns["rng"]
+    opt = ns["opt"]
     if not _runs_c(opt._mode):
         pytest.skip("no C backend")
     compile_for_training(opt, processes=1)
-    compiled = sorted(name for name, fn in opt._functions.items() if fn is not None)
-    batch = [rng.normal(size=(5, 4)), (rng.uniform(size=(5, 2)) > 0.5).astype(float)]
-    g, costs = opt.gradient(batch)
-    gv = opt.gauss_newton_product(rng.normal(size=opt.layout.size), batch)
-    # through JSON, as the subprocesses report them
-    return json.loads(json.dumps({"compiled": compiled, "g": g.tolist(), "cost": costs, "gv": gv.tolist()}))
+    exec(MEASURE, ns)
+    return json.loads(json.dumps(ns["measured"]))  # through JSON, as the subprocesses report it
 
 
 def test_two_processes_give_the_functions_of_one(tmp_path, monkeypatch):
