@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.mode import Mode
 from pytensor.graph.replace import clone_replace
 from pytensor.graph.traversal import graph_inputs, io_toposort
+from pytensor.link.vm import VMLinker
 from pytensor.scan.op import Scan
+
+
+def production_mode():
+    """The mode hf_symbolic picks by itself here (the C VM with OpenBLAS when linkable), whatever the suite set.
+
+    ``conftest.py`` sets ``HF_SYMBOLIC_MODE=FAST_COMPILE`` for the suite; tests
+    of the production backend pass this mode explicitly instead of ``None``.
+    """
+    from hf_symbolic.graph import backend
+
+    saved = os.environ.pop("HF_SYMBOLIC_MODE", None)
+    try:
+        return backend.default_mode() or "CVM"
+    finally:
+        if saved is not None:
+            os.environ["HF_SYMBOLIC_MODE"] = saved
 
 
 class DatasetWrapper:
@@ -115,13 +134,16 @@ def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, se
 # -- dense references ----------------------------------------------------------
 
 
-# The references are evaluated by PyTensor's Python linker (FAST_COMPILE): they are
-# independent of hf_symbolic's compiled graphs and compile no C code.  Two details keep
+# The references are evaluated by PyTensor's Python linker with no rewrites but the few a
+# graph needs to run ("minimum_compile"): the most literal evaluation of the graph,
+# independent of hf_symbolic's compiled graphs and of the rewrite sets the suite tests
+# them in (FAST_COMPILE's ``local_second_sink`` once made a wrong scan gradient:
+# ``hf_symbolic.model.checks.WRONG_REWRITES``), and free of C code.  Two details keep
 # them free of C code: a Scan compiles its inner graph with PyTensor's default C mode
 # unless its own ``mode`` says otherwise (and its gradient inherits that mode), hence
 # ``python_scans``; ``jacobian(..., vectorize=True)`` builds the rows without the scan
 # of the row-by-row Jacobian (the same matrix, checked against it when this was written).
-REFERENCE_MODE = "FAST_COMPILE"
+REFERENCE_MODE = Mode(linker=VMLinker(use_cloop=False, c_thunks=False), optimizer="minimum_compile")
 
 
 def python_scans(outputs):

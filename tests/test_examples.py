@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from models import production_mode
 from scripts import load_script
 
 SCRIPTS = ("example_NN", "example_RNN", "pathological", "autoencoder")
@@ -260,7 +261,8 @@ def test_autoencoder_curves_errors_match_numpy(tmp_path, capsys):
 
     save = tmp_path / "params.npz"
     argv = ["curves", "--train", "200", "--test", "100", "--cg-batch", "100", "--layers", "40", "20", "6",
-            "--updates", "2", "--max-cg", "20", "--float64", "--save", str(save)]
+            "--updates", "2", "--max-cg", "20", "--float64", "--save", str(save),
+            "--mode", production_mode()]  # the backend users get; FAST_COMPILE's Python elementwise loops took 34 s here
     rc, lines = run("autoencoder", argv, capsys)
     assert rc == 0
     assert lines[0].startswith("curves autoencoder 784-40-20-6-20-40-784 (HF): 200 training and 100 test cases")

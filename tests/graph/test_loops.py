@@ -15,6 +15,7 @@ import pytest
 from hf_symbolic import hf_optimizer
 from hf_symbolic.graph import backend
 from hf_symbolic.graph.rewrites.row_loops import RowElemwise
+from models import production_mode
 from pytensor.scan.op import Scan
 
 needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
@@ -23,7 +24,7 @@ needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler co
 def _compile(inputs, outputs, row_loops, monkeypatch, vector_math="0"):
     monkeypatch.setenv("HF_SYMBOLIC_VECTOR_MATH", vector_math)
     monkeypatch.setenv("HF_SYMBOLIC_ROW_LOOPS", "1" if row_loops else "0")
-    mode = backend.default_mode() or "CVM"  # links OpenBLAS when it can
+    mode = production_mode()  # the C VM, linked to OpenBLAS when it can
     with backend.compile_flags():
         return pytensor.function(inputs, outputs, mode=mode)
 

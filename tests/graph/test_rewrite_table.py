@@ -12,6 +12,7 @@ from pytensor.tensor.math import Dot
 
 from hf_symbolic.graph import backend, rewrites
 from hf_symbolic.graph.rewrites.row_loops import RowElemwise
+from models import production_mode
 
 needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
 
@@ -92,7 +93,7 @@ def _values(f):
 @needs_cxx
 def test_rewrites_act_only_inside_the_gate(monkeypatch):
     monkeypatch.delenv("HF_SYMBOLIC_ROW_LOOPS", raising=False)
-    mode = backend.default_mode() or "CVM"
+    mode = production_mode()
     ins, outs = _graph()
     outside = pytensor.function(ins, outs, mode=mode)
     with backend.compile_flags(mode):

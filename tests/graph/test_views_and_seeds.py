@@ -9,7 +9,7 @@ from pytensor.tensor.shape import Reshape
 
 from hf_symbolic import hf_optimizer
 from hf_symbolic.graph import backend
-from models import python_scans
+from models import production_mode, python_scans
 
 needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
 
@@ -26,7 +26,7 @@ def _moved_axis_copies(f):
 
 
 def _compile(ins, out, inside):
-    mode = backend.default_mode() or "CVM"
+    mode = production_mode()
     if inside:
         with backend.compile_flags():
             return pytensor.function(ins, out, mode=mode)
@@ -160,9 +160,10 @@ def test_backward_loop_starts_from_its_seed(every_step):
     assert _mit_mot_scans(_compile(ins, grads, False))
     # a cost on the last state only: the buffer is zero but for its first step
     assert bool(_mit_mot_scans(fast)) == every_step
-    # reference: the same graph compiled without hf_symbolic's rewrites (PyTensor 3.0.7's
-    # FAST_COMPILE mode differentiates the every-step cost wrongly: it disagrees with
-    # central differences, FAST_RUN and NUMBA agree with them)
+    # reference: the same graph compiled without hf_symbolic's rewrites (not PyTensor 3.0.7's
+    # plain FAST_COMPILE: its rewrite local_second_sink differentiates the every-step cost
+    # wrongly, see hf_symbolic.model.checks.WRONG_REWRITES; FAST_RUN and NUMBA agree with
+    # central differences)
     reference = _compile(ins, grads, False)(*data)
     got = fast(*data)
     for g, want in zip(got, reference, strict=True):  # the h0 gradient reads the whole trace's end

@@ -365,8 +365,47 @@ def test_mode_of_wrong_type(spec, mode):
 
 
 def test_mode_instance_is_accepted(spec):
-    mode = pytensor.compile.mode.get_mode("FAST_COMPILE")
+    mode = pytensor.compile.mode.get_mode("CVM")
     assert build(spec, mode=mode).mode is mode
+
+
+def _every_step_rnn():
+    """A tanh RNN whose cost reads every state, the graph FAST_COMPILE's ``local_second_sink`` gets wrong."""
+    rng = np.random.default_rng(11)
+    W = pytensor.shared(rng.standard_normal((6, 6)) * 0.4, name="W")
+    U = pytensor.shared(rng.standard_normal((2, 6)) * 0.4, name="U")
+    x, h0, y = pt.tensor3("x"), pt.matrix("h0"), pt.matrix("y")
+    h = pytensor.scan(lambda x_t, h: pt.tanh(pt.dot(x_t, U) + pt.dot(h, W)), sequences=[x], outputs_info=[h0],
+                      return_updates=False)
+    cost = pt.sum(h.sum(0) * y) + pt.sum(h[-1] ** 2)
+    data = [rng.standard_normal((8, 5, 2)), rng.standard_normal((5, 6)), rng.standard_normal((5, 6))]
+    return [W, U], [x, h0, y], cost, data
+
+
+@pytest.mark.parametrize("as_instance", [False, True], ids=["name", "Mode"])
+def test_fast_compile_gradient_of_an_every_step_cost(as_instance):
+    """FAST_COMPILE, by name or as a Mode, runs without the rewrite that makes this gradient wrong.
+
+    The reference is central differences of the cost compiled with no rewrites
+    at all; PyTensor 3.0.7's own FAST_COMPILE compile of the same gradient is
+    off by up to 14 (``hf_symbolic.model.checks.WRONG_REWRITES``).
+    """
+    from pytensor.compile.mode import Mode, get_mode
+    from pytensor.link.vm import VMLinker
+
+    p, inputs, cost, data = _every_step_rnn()
+    mode = get_mode("FAST_COMPILE") if as_instance else "FAST_COMPILE"
+    opt = hf_optimizer(p, inputs, cost, [cost], mode=mode)
+    g = opt.gradient(data)[0]
+    literal = Mode(linker=VMLinker(use_cloop=False, c_thunks=False), optimizer="minimum_compile")
+    theta = pt.vector("theta")
+    W, U = theta[:36].reshape((6, 6)), theta[36:].reshape((2, 6))
+    f = pytensor.function([theta, *inputs], pytensor.graph.replace.clone_replace(cost, replace={p[0]: W, p[1]: U}),
+                          mode=literal)
+    theta0 = np.concatenate([x.get_value().ravel() for x in p])
+    eps = 1e-6
+    numeric = np.array([(f(theta0 + eps * e, *data) - f(theta0 - eps * e, *data)) / (2 * eps) for e in np.eye(48)])
+    np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("case_axes, fragments", [([0], ("case_axes has 1 entries", "one per input (2)")), ([0, 2], ("case_axes[1]=2", "ndim 2"))])

@@ -39,13 +39,15 @@ def test_hf_checkpoint_of_release_0_1_resumes_to_the_same_parameters(tmp_path, e
     path = _copy(tmp_path, "hf")
     arrays, meta = load_checkpoint(path)
     assert meta["update"] == 2 and set(arrays) >= {"theta", "best_theta", "cg_x"}
-    # The file holds the state the current code writes after the same 2 updates (to rounding) ...
+    # The file holds the state the current code writes after the same 2 updates (to rounding:
+    # 1e-12 with the rewrites of the run that wrote it; FAST_COMPILE without local_second_sink,
+    # hf_symbolic.model.checks.WRONG_REWRITES, rounds differently, 8e-8 relative after 2 updates) ...
     ours_path = tmp_path / "ours.ckpt"
     ours, gd, cd, kw = make.rnn_problem()
     ours.train(gd, cd, num_updates=2, save_progress=ours_path, **kw)
     ours_arrays, ours_meta = load_checkpoint(ours_path)
     for name in ("theta", "best_theta", "cg_x"):
-        np.testing.assert_allclose(arrays[name], ours_arrays[name], rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(arrays[name], ours_arrays[name], rtol=1e-6, atol=1e-12, err_msg=name)
     for key in ("lambda", "best_update", "datasets"):
         assert meta[key] == ours_meta[key], key
     # ... and resuming it ends where release 0.1.0's uninterrupted run ended on the machine that
