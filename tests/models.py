@@ -180,7 +180,7 @@ def _theta_graph(model, layout):
     return theta, dict(zip(model.p, parts))
 
 
-def _dense_hessian(cost, wrt):
+def dense_hessian(cost, wrt):
     return pytensor.gradient.jacobian(pytensor.grad(cost, wrt), wrt, vectorize=True)
 
 
@@ -205,7 +205,7 @@ def explicit_gauss_newton(model, layout, split=None, loss=None):
     else:
         loss_s = loss(s_var)
     (loss_s,) = python_scans([loss_s])
-    H = _reference_function([s_flat, *model.inputs], _dense_hessian(loss_s, s_flat))(s_val.ravel(), *model.batch)
+    H = _reference_function([s_flat, *model.inputs], dense_hessian(loss_s, s_flat))(s_val.ravel(), *model.batch)
     return J.T @ H @ J
 
 
@@ -213,7 +213,7 @@ def explicit_hessian(model, layout):
     theta, repl = _theta_graph(model, layout)
     theta0 = layout.flatten([x.get_value() for x in model.p])
     (cost,) = python_scans([clone_replace(model.costs[0], replace=repl)])
-    return _reference_function([theta, *model.inputs], _dense_hessian(cost, theta))(theta0, *model.batch)
+    return _reference_function([theta, *model.inputs], dense_hessian(cost, theta))(theta0, *model.batch)
 
 
 def max_rel_err(a, b):

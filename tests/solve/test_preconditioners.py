@@ -50,21 +50,21 @@ def dense_split_terms(m, layout):
     """``J = ds/dθ`` (rows: ``s`` flattened), ``H = ∂²L/∂s²`` and ``∂L/∂s`` (flattened), all dense."""
     theta = pt.vector("theta", dtype=layout.dtype)
     theta0 = layout.flatten([x.get_value() for x in m.p])
-    s_theta = clone_replace(m.s, replace=dict(zip(m.p, layout.symbolic_split(theta))))
-    fn = pytensor.function([theta, *m.inputs], pytensor.gradient.jacobian(s_theta.flatten(), theta),
-                           on_unused_input="ignore", mode="FAST_COMPILE")
+    (s_theta,) = models.python_scans([clone_replace(m.s, replace=dict(zip(m.p, layout.symbolic_split(theta))))])
+    fn = pytensor.function([theta, *m.inputs], pytensor.gradient.jacobian(s_theta.flatten(), theta, vectorize=True),
+                           on_unused_input="ignore", mode=models.REFERENCE_MODE)
     J = fn(theta0, *m.batch)
-    s_val = pytensor.function(m.inputs, m.s, on_unused_input="ignore", mode="FAST_COMPILE")(*m.batch)
+    s_val = models.reference_value(m, m.s)
     s_flat = pt.vector("s_flat", dtype=m.s.dtype)
-    loss = clone_replace(m.costs[0], replace={m.s: s_flat.reshape(s_val.shape)})
-    H, dl = pytensor.function([s_flat, *m.inputs], [pytensor.gradient.hessian(loss, s_flat), pytensor.grad(loss, s_flat)],
-                              on_unused_input="ignore", mode="FAST_COMPILE")(s_val.ravel(), *m.batch)
+    (loss,) = models.python_scans([clone_replace(m.costs[0], replace={m.s: s_flat.reshape(s_val.shape)})])
+    H, dl = pytensor.function([s_flat, *m.inputs], [models.dense_hessian(loss, s_flat), pytensor.grad(loss, s_flat)],
+                              on_unused_input="ignore", mode=models.REFERENCE_MODE)(s_val.ravel(), *m.batch)
     return J, H, dl
 
 
 def case_rows(m):
     """For each case, the rows of ``J`` (entries of ``s`` flattened) that belong to it."""
-    shape = pytensor.function(m.inputs, m.s.shape, on_unused_input="ignore", mode="FAST_COMPILE")(*m.batch)
+    shape = models.reference_value(m, m.s).shape
     index = np.arange(int(np.prod(shape))).reshape(shape)
     axis = 1 if len(shape) == 3 else 0  # (time, cases, out) or (cases, out)
     return [np.take(index, i, axis=axis).ravel() for i in range(shape[axis])]
