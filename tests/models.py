@@ -131,6 +131,25 @@ def rnn(every_step=False, structural=False, n_in=2, n_h=4, n_out=1, T=5, n=3, se
     return Model([Wx, Wh, bh, Wo, bo], [x, y], s, [cost], [X, Y], **kw)
 
 
+def rnn_on_seed(every_step):
+    """float64 tanh RNN with an explicit initial state; cost on the last state or on every state.
+
+    Returns ``([W, U], [x, h0, y], cost, batch)``. The every-step cost is the
+    graph whose gradient PyTensor 3.0.7's FAST_COMPILE gets wrong
+    (``hf_symbolic.model.checks.WRONG_REWRITES``).
+    """
+    rng = np.random.default_rng(11)
+    H = 6
+    W = pytensor.shared(rng.standard_normal((H, H)) * 0.4, name="W")
+    U = pytensor.shared(rng.standard_normal((2, H)) * 0.4, name="U")
+    x, h0, y = pt.tensor3("x"), pt.matrix("h0"), pt.matrix("y")
+    h = pytensor.scan(lambda x_t, h: pt.tanh(pt.dot(x_t, U) + pt.dot(h, W)), sequences=[x],
+                      outputs_info=[h0], return_updates=False)
+    cost = pt.sum((h.sum(0) if every_step else h[-1]) * y) + pt.sum(h[-1] ** 2)
+    data = [rng.standard_normal((8, 5, 2)), rng.standard_normal((5, H)), rng.standard_normal((5, H))]
+    return [W, U], [x, h0, y], cost, data
+
+
 # -- dense references ----------------------------------------------------------
 
 

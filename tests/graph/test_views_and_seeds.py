@@ -9,7 +9,7 @@ from pytensor.tensor.shape import Reshape
 
 from hf_symbolic import hf_optimizer
 from hf_symbolic.graph import backend
-from models import production_mode, python_scans
+from models import production_mode, python_scans, rnn_on_seed
 
 needs_cxx = pytest.mark.skipif(not pytensor.config.cxx, reason="no C compiler configured")
 
@@ -131,21 +131,6 @@ def test_last_step_seed_needs_zeros_and_the_last_index(value, index):
     np.testing.assert_array_equal(fast(4, yv), want * 2)
 
 
-def _rnn_on_seed(every_step):
-    """float64 tanh RNN with an explicit initial state; cost on the last state or on every state."""
-    rng = np.random.default_rng(11)
-    H = 6
-    W = pytensor.shared(rng.standard_normal((H, H)) * 0.4, name="W")
-    U = pytensor.shared(rng.standard_normal((2, H)) * 0.4, name="U")
-    x, h0, y = pt.tensor3("x"), pt.matrix("h0"), pt.matrix("y")
-    h = pytensor.scan(lambda x_t, h: pt.tanh(pt.dot(x_t, U) + pt.dot(h, W)), sequences=[x],
-                      outputs_info=[h0], return_updates=False)
-    cost = pt.sum((h.sum(0) if every_step else h[-1]) * y) + pt.sum(h[-1] ** 2)
-    grads = pytensor.grad(cost, [W, U, h0])
-    data = [rng.standard_normal((8, 5, 2)), rng.standard_normal((5, H)), rng.standard_normal((5, H))]
-    return [x, h0, y], cost, grads, data
-
-
 def _mit_mot_scans(f):
     from pytensor.scan.op import Scan
 
@@ -155,7 +140,8 @@ def _mit_mot_scans(f):
 @needs_cxx
 @pytest.mark.parametrize("every_step", [False, True])
 def test_backward_loop_starts_from_its_seed(every_step):
-    ins, cost, grads, data = _rnn_on_seed(every_step)
+    (W, U), ins, cost, data = rnn_on_seed(every_step)
+    grads = pytensor.grad(cost, [W, U, ins[1]])
     fast = _compile(ins, grads, True)
     assert _mit_mot_scans(_compile(ins, grads, False))
     # a cost on the last state only: the buffer is zero but for its first step

@@ -16,7 +16,7 @@ from pytensor.compile import FunctionMaker
 from hf_symbolic import hf_optimizer
 from hf_symbolic.errors import BatchError, HFError, ModelSpecError, VectorSizeError
 from hf_symbolic.model.checks import check_batch, check_model
-from models import mlp, rnn
+from models import mlp, rnn, rnn_on_seed
 
 N_CASES, N_IN, N_OUT = 5, 3, 2
 
@@ -369,19 +369,6 @@ def test_mode_instance_is_accepted(spec):
     assert build(spec, mode=mode).mode is mode
 
 
-def _every_step_rnn():
-    """A tanh RNN whose cost reads every state, the graph FAST_COMPILE's ``local_second_sink`` gets wrong."""
-    rng = np.random.default_rng(11)
-    W = pytensor.shared(rng.standard_normal((6, 6)) * 0.4, name="W")
-    U = pytensor.shared(rng.standard_normal((2, 6)) * 0.4, name="U")
-    x, h0, y = pt.tensor3("x"), pt.matrix("h0"), pt.matrix("y")
-    h = pytensor.scan(lambda x_t, h: pt.tanh(pt.dot(x_t, U) + pt.dot(h, W)), sequences=[x], outputs_info=[h0],
-                      return_updates=False)
-    cost = pt.sum(h.sum(0) * y) + pt.sum(h[-1] ** 2)
-    data = [rng.standard_normal((8, 5, 2)), rng.standard_normal((5, 6)), rng.standard_normal((5, 6))]
-    return [W, U], [x, h0, y], cost, data
-
-
 @pytest.mark.parametrize("as_instance", [False, True], ids=["name", "Mode"])
 def test_fast_compile_gradient_of_an_every_step_cost(as_instance):
     """FAST_COMPILE, by name or as a Mode, runs without the rewrite that makes this gradient wrong.
@@ -393,7 +380,7 @@ def test_fast_compile_gradient_of_an_every_step_cost(as_instance):
     from pytensor.compile.mode import Mode, get_mode
     from pytensor.link.vm import VMLinker
 
-    p, inputs, cost, data = _every_step_rnn()
+    p, inputs, cost, data = rnn_on_seed(every_step=True)
     mode = get_mode("FAST_COMPILE") if as_instance else "FAST_COMPILE"
     opt = hf_optimizer(p, inputs, cost, [cost], mode=mode)
     g = opt.gradient(data)[0]
