@@ -13,11 +13,21 @@ where they are the point, with :func:`models.production_mode` (``tests/graph``,
 the parallel-compile test, an autoencoder example run), and
 ``tests/graph/test_backends.py`` compares the C VM, Numba and JAX with
 FAST_COMPILE. Subprocesses started by the tests inherit the setting.
+
+Threads. The README's test command runs two test processes (``-n 2``), one
+per core of the 2-core machines the suite is timed on, so each process (and
+each subprocess it starts) gets one BLAS and OpenMP thread unless the
+environment says otherwise: two threads per process would put four on two
+cores, and on the suite's small products a second OpenBLAS thread was many
+times slower even alone (README, "Backends"). Set here, before anything in
+the test process loads numpy or OpenBLAS.
 """
 import os
 import sys
 
 os.environ.setdefault("HF_SYMBOLIC_MODE", "FAST_COMPILE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:

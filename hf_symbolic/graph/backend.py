@@ -45,7 +45,8 @@ import os
 
 from hf_symbolic._env import env_flag
 
-__all__ = ["default_mode", "openblas_available", "configure_blas_before_import", "blas_threads", "compile_flags"]
+__all__ = ["default_mode", "openblas_available", "configure_blas_before_import", "blas_threads", "compile_flags",
+           "mode_kind"]
 
 VECTOR_MATH_FLAG = "-D__FAST_MATH__"
 
@@ -128,20 +129,42 @@ def default_mode():
 
 def _runs_c(mode) -> bool:
     """Whether ``mode`` (a name, a Mode, or None for "assume C") executes PyTensor's C code."""
+    return mode_kind(mode) == "c"
+
+
+def mode_kind(mode) -> str:
+    """The kind of ``mode`` (a name, a Mode, or None for "assume C") that the rewrite gate tells apart.
+
+    ``"c"`` when it runs PyTensor's C code (the C VM, the C linkers),
+    ``"python"`` when it runs PyTensor's Python thunks (FAST_COMPILE, the
+    Python VM, the perform linker, or the C VM without a C compiler),
+    ``"other"`` for the rest (Numba, JAX) and for a name PyTensor does not know.
+
+    Examples
+    --------
+    >>> mode_kind("FAST_COMPILE"), mode_kind("NUMBA")
+    ('python', 'other')
+    """
     if mode is None:
-        return True
+        return "c"
     import pytensor
     from pytensor.compile.mode import get_mode
+    from pytensor.link.basic import PerformLinker
     from pytensor.link.c.basic import CLinker, OpWiseCLinker
     from pytensor.link.vm import VMLinker
 
     try:
         linker = get_mode(mode).linker
     except Exception:  # an unknown mode: pytensor.function will say so
-        return False
+        return "other"
     if isinstance(linker, VMLinker):
-        return bool(getattr(linker, "c_thunks", True)) and bool(pytensor.config.cxx)
-    return isinstance(linker, (CLinker, OpWiseCLinker))
+        c = bool(getattr(linker, "c_thunks", True)) and bool(pytensor.config.cxx)
+        return "c" if c else "python"
+    if isinstance(linker, (CLinker, OpWiseCLinker)):
+        return "c"
+    if type(linker) is PerformLinker:  # exactly: the Numba and JAX linkers derive from it
+        return "python"
+    return "other"
 
 
 @contextlib.contextmanager
@@ -153,10 +176,10 @@ def compile_flags(mode=None):
     flag is already there) and opens the gate of hf_symbolic's own rewrites
     (the table of :mod:`hf_symbolic.graph.rewrites`) for the functions
     compiled inside it. Backends that do not compile C code ignore the flag;
-    each rewrite applies to the kinds of mode its table entry names, today
-    all of them to C code only: ``mode`` None (taken as C) or a mode that
-    runs C code (JAX, for one, needs the constant reshape lengths they may
-    replace).
+    each rewrite applies to the kinds of mode (:func:`mode_kind` of ``mode``,
+    None taken as C) its table entry names: all but one to C code only (JAX,
+    for one, needs the constant reshape lengths they may replace), the
+    two-operand chains to Python thunks only.
 
     Examples
     --------
@@ -174,7 +197,7 @@ def compile_flags(mode=None):
     from . import rewrites  # registers the rewrite table on first import
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(rewrites.active("c" if _runs_c(mode) else "other"))
+        stack.enter_context(rewrites.active(mode_kind(mode)))
         flags = pytensor.config.gcc__cxxflags or ""
         if (env_flag("HF_SYMBOLIC_VECTOR_MATH")
                 and pytensor.config.cxx and VECTOR_MATH_FLAG not in flags.split()):

@@ -22,6 +22,7 @@ EXPECTED = {
     "hf_symbolic_outer_product_as_mul": 1.65,
     "hf_symbolic_flatten_moved_axis": 48.9,
     "hf_symbolic_last_step_seed": 48.91,
+    "hf_symbolic_binary_associative_elemwise": 48.95,
     "hf_symbolic_row_elemwise": 99.5,
 }
 
@@ -39,7 +40,7 @@ def test_each_entry_is_registered_once_where_it_was():
         assert held.entry is entry
         assert held.name == entry.name
         assert optdb.__position__[entry.name] == entry.position
-        assert entry.tags == ("fast_run",)
+        assert entry.tags == (("fast_compile",) if entry.modes == ("python",) else ("fast_run",))
         for tag in entry.tags:
             assert held in optdb.__db__[tag]
     # nothing else of hf_symbolic's is in optdb
@@ -111,12 +112,14 @@ def test_rewrites_act_only_inside_the_gate(monkeypatch):
 
 
 @needs_cxx
-def test_compile_flags_opens_the_gate_for_c_modes_only():
+def test_compile_flags_opens_the_gate_of_its_mode_kind_only():
     def state():
-        return rewrites.is_active("c"), rewrites.is_active("other")
+        return tuple(rewrites.is_active(kind) for kind in rewrites.MODE_KINDS)  # c, python, other
 
     with backend.compile_flags("CVM"):
-        assert state() == (True, False)
+        assert state() == (True, False, False)
+    with backend.compile_flags("FAST_COMPILE"):
+        assert state() == (False, True, False)
     with backend.compile_flags("NUMBA"):
-        assert state() == (False, True)
-    assert state() == (False, False)
+        assert state() == (False, False, True)
+    assert state() == (False, False, False)

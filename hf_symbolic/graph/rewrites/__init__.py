@@ -39,6 +39,7 @@ from pytensor.graph.rewriting.basic import GraphRewriter
 
 from hf_symbolic._env import env_flag
 
+from .binary_elemwise import binary_associative_elemwise
 from .rank_one import outer_product_as_mul
 from .row_loops import row_elemwise_rewriter
 from .scan_seeds import last_step_seed, seed_as_initial_state
@@ -47,8 +48,9 @@ from .views import flatten_moved_axis
 __all__ = ["MODE_KINDS", "REWRITES", "Rewrite", "active", "is_active", "register"]
 
 #: Kinds of compile the gate tells apart: ``"c"`` for modes that run PyTensor's
-#: C code (C VM, C linkers), ``"other"`` for the rest (Numba, JAX, Python).
-MODE_KINDS = ("c", "other")
+#: C code (C VM, C linkers), ``"python"`` for modes that run its Python thunks
+#: (FAST_COMPILE, the Python VM), ``"other"`` for the rest (Numba, JAX).
+MODE_KINDS = ("c", "python", "other")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class Rewrite:
     position : float
         Its position in ``optdb``.
     tags : tuple of str
-        ``optdb`` tags (``"fast_run"``: part of PyTensor's default pipeline).
+        ``optdb`` tags (``"fast_run"``: part of PyTensor's default pipeline;
+        ``"fast_compile"``: part of FAST_COMPILE's).
     modes : tuple of str
         The kinds of mode (:data:`MODE_KINDS`) whose compiles it acts on.
     switch : str
@@ -89,6 +92,9 @@ REWRITES = (
     # before fusion and the in-place rewrites: the new views then take part in them
     Rewrite("hf_symbolic_flatten_moved_axis", flatten_moved_axis, 48.9),
     Rewrite("hf_symbolic_last_step_seed", last_step_seed, 48.91),
+    # Python thunks only, in FAST_COMPILE's rewrite set (which has no fusion)
+    Rewrite("hf_symbolic_binary_associative_elemwise", binary_associative_elemwise, 48.95,
+            tags=("fast_compile",), modes=("python",)),
     # after fusion and the in-place rewrites
     Rewrite("hf_symbolic_row_elemwise", row_elemwise_rewriter, 99.5),
 )
