@@ -140,6 +140,7 @@ def plot(args, results, path):
     import matplotlib.pyplot as plt
 
     methods = [("hf" if pc == "none" else f"hf+{pc}") for pc in args.preconditioners] + list(args.methods)
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     panels = list(itertools.product(args.data, args.budgets))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (data, budget) in zip(axes[0], panels):
@@ -151,7 +152,7 @@ def plot(args, results, path):
             median = sorted(per_seed, key=lambda r: r["test_error"])[len(per_seed) // 2]
             t = [p["seconds"] for p in median["curve"]]
             e = [p["test_error"] for p in median["curve"]]
-            ax.plot(t, e, marker=".", label=f"{m} ({median['test_error']:.2f})")
+            ax.plot(t, e, marker=".", color=colors[m], label=f"{m} ({median['test_error']:.2f})")
         ax.set_title(f"{data}, {int(budget)} s (median seed)")
         ax.set_xlabel("seconds")
         ax.set_ylabel("test error (squared error per case)")
