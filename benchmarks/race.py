@@ -14,12 +14,22 @@ before any race and are not tuned afterwards:
   averaged over cases, which puts the stable range near 1e-3 to 3e-2);
 - Adam (beta1 0.9, beta2 0.999, eps 1e-8), minibatches of 200:
   learning rates 1e-4, 3e-4, 1e-3, 3e-3 (around Kingma & Ba's default 1e-3);
-- HF: the example's defaults (Martens 2010: lambda0 45, CG <= 250 iterations),
-  once per preconditioner named with ``--preconditioners``.
+- HF, each setting of ``HF_SETTINGS`` named with ``--hf-settings`` once per
+  preconditioner named with ``--preconditioners``: ``hf`` is the example's
+  defaults (Martens 2010: the gradient on all training cases, CG batches of
+  5000 or 7500, lambda0 45, CG <= 250 iterations); ``hf-small`` draws a new
+  gradient batch of 1000 cases and CG batch of 250 for every update and
+  stops CG after 25 iterations (small-batch HF in the manner of Kiros 2013,
+  "Training neural networks with stochastic Hessian-free optimization"):
+  many cheap updates instead of a few thorough ones. Its sizes are the best
+  of a small grid run once on CURVES seed 0 at 600 s (gradient/CG batch/CG
+  cap 2000/500/50, 5000/1000/50, 1000/250/25, 500/125/25, 1000/250/10, and
+  2000/500/50 with K-FAC; README), fixed before the other seeds and budgets.
 
 Usage::
 
     python benchmarks/race.py --data curves --budgets 600 --seeds 0 1 2
+    python benchmarks/race.py --hf-settings hf-small --methods --seeds 1 2   # only small-batch HF
     python benchmarks/race.py --data curves fashion-mnist --budgets 600 1800 --seeds 0 1 2 --png race.png
     python benchmarks/race.py --seeds 1 2 --lrs adam=0.001 sgd=0.01   # only rates chosen on another seed
 
@@ -46,6 +56,12 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(os.path.dirname(HERE), "examples", "autoencoder.py")
 
+#: HF settings raced, name -> extra arguments of ``examples/autoencoder.py`` (see the module notes).
+HF_SETTINGS = {
+    "hf": [],
+    "hf-small": ["--gradient-batch", "1000", "--cg-batch", "250", "--max-cg", "25"],
+}
+
 #: Learning-rate grids, fixed before any race (see the module notes).
 GRIDS = {
     "sgd": (1e-3, 3e-3, 1e-2, 3e-2),
@@ -54,15 +70,30 @@ GRIDS = {
 }
 
 
+def hf_methods(args):
+    """The HF runs of the race as ``(name, extra arguments)``: every setting with every preconditioner.
+
+    Names are the setting's, plus ``+PRECONDITIONER`` when there is one (``hf``, ``hf+kfac``,
+    ``hf-small``, ``hf-small+kfac``).
+    """
+    out = []
+    for setting, pc in itertools.product(args.hf_settings, args.preconditioners):
+        extra = list(HF_SETTINGS[setting]) + ([] if pc == "none" else ["--preconditioner", pc])
+        out.append((setting if pc == "none" else f"{setting}+{pc}", extra))
+    return out
+
+
+def method_names(args):
+    return [name for name, _ in hf_methods(args)] + list(args.methods)
+
+
 def runs(args):
     """Every run of the race as ``(key, command)``."""
     out = []
     for data, budget, seed in itertools.product(args.data, args.budgets, args.seeds):
         base = [sys.executable, EXAMPLE, data, "--budget", str(budget), "--seed", str(seed), "--workers", "1",
                 "--quiet"]
-        for pc in args.preconditioners:
-            method = "hf" if pc == "none" else f"hf+{pc}"
-            extra = [] if pc == "none" else ["--preconditioner", pc]
+        for method, extra in hf_methods(args):
             out.append(((data, budget, seed, method, None), base + ["--method", "hf", *extra]))
         for method in args.methods:
             for lr in args.lrs.get(method, GRIDS[method]):
@@ -111,7 +142,7 @@ def best_of_grid(results, data, budget, seed, method):
 
 
 def table(args, results):
-    methods = [("hf" if pc == "none" else f"hf+{pc}") for pc in args.preconditioners] + list(args.methods)
+    methods = method_names(args)
     lines = [f"{'data':<14} {'budget':>6}  {'method':<27} {'test (median)':>13} {'train (median)':>14}  "
              f"{'seeds':<7} learning rates (best of grid, per seed)",
              "-" * 100]
@@ -139,7 +170,7 @@ def plot(args, results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [("hf" if pc == "none" else f"hf+{pc}") for pc in args.preconditioners] + list(args.methods)
+    methods = method_names(args)
     colors = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     panels = list(itertools.product(args.data, args.budgets))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
@@ -191,6 +222,8 @@ def parse_args(argv=None):
     ap.add_argument("--methods", nargs="*", default=["sgd", "nesterov", "adam"], choices=sorted(GRIDS))
     ap.add_argument("--preconditioners", nargs="*", default=["none"],
                     help="HF runs, one per preconditioner name ('none' for plain HF; no name: no HF run)")
+    ap.add_argument("--hf-settings", nargs="+", default=["hf"], choices=sorted(HF_SETTINGS),
+                    help="HF settings, each run with every preconditioner (see HF_SETTINGS)")
     ap.add_argument("--lrs", nargs="*", default=[], metavar="METHOD=LR",
                     help="run only these learning rates of a method's grid (e.g. adam=0.001, chosen on "
                          "another seed); the table then reports the best of the rates run")

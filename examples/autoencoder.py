@@ -22,6 +22,7 @@ Usage::
 
     python examples/autoencoder.py curves --budget 600
     python examples/autoencoder.py curves --budget 600 --sgd      # same budget, SGD
+    python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25  # small-batch HF
     python examples/autoencoder.py curves --train 2000 --cg-batch 500 --layers 100 50 6
     python examples/autoencoder.py fashion-mnist --budget 1800
 
@@ -225,6 +226,7 @@ def main(argv=None):
 
         record = dict(data=args.data, method=args.method, learning_rate=None if args.method == "hf" else args.lr,
                       preconditioner=args.preconditioner, lambda0=args.lambda0, lambda_drop=args.lambda_drop,
+                      gradient_batch=args.gradient_batch, cg_batch=args.cg_batch, max_cg=args.max_cg,
                       seed=args.seed, budget=args.budget,
                       train_error=float(train_sq), test_error=float(test_sq), seconds=seconds,
                       updates=result.updates, status=result.status, curve=curve)

@@ -37,6 +37,22 @@ def test_every_learning_rate_of_the_grid_is_run_unless_chosen(race, tmp_path):
     assert cmd[cmd.index("--workers") + 1] == "1"
 
 
+def test_each_hf_setting_runs_with_each_preconditioner(race, tmp_path):
+    args = args_of(race, tmp_path, "--seeds", "0", "--hf-settings", "hf", "hf-small", "--preconditioners", "none",
+                   "kfac", "--methods")
+    cmds = dict(race.runs(args))
+    assert [k[3] for k in cmds] == ["hf", "hf+kfac", "hf-small", "hf-small+kfac"]
+    assert race.method_names(args) == ["hf", "hf+kfac", "hf-small", "hf-small+kfac"]
+    small = cmds[("curves", 600.0, 0, "hf-small+kfac", None)]
+    settings = race.HF_SETTINGS["hf-small"]
+    assert small[small.index(settings[0]):][:len(settings)] == settings
+    assert small[small.index("--preconditioner") + 1] == "kfac" and small[small.index("--method") + 1] == "hf"
+    assert "--gradient-batch" not in cmds[("curves", 600.0, 0, "hf+kfac", None)]
+    assert race.json_path(args, ("curves", 600.0, 0, "hf-small", None)).endswith("curves-600s-seed0-hf-small.json")
+    with pytest.raises(SystemExit):
+        race.parse_args(["--hf-settings", "hf-tiny"])
+
+
 @pytest.mark.parametrize("item, named", [
     ("adam=0.002", "0.002 is not in the adam grid"),
     ("rmsprop=0.001", "expected METHOD=LR with METHOD one of"),

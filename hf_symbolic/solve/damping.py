@@ -16,6 +16,7 @@ This module depends on numpy only.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from numbers import Real
 
@@ -24,6 +25,10 @@ import numpy as np
 from hf_symbolic.errors import ArgumentError
 
 __all__ = ["reduction_ratio", "levenberg_marquardt", "DampingRule"]
+
+#: The rule keeps lambda within the positive normal floats: from 0 (reached after about 1800 drops
+#: by 2/3 from 45) or inf no factor could bring it back, and ``DampingRule`` refuses either as input.
+_SMALLEST, _LARGEST = sys.float_info.min, sys.float_info.max
 
 
 def _real(name: str, value) -> float:
@@ -75,8 +80,11 @@ class DampingRule:
 
     ``rho < lower`` or NaN multiplies ``lam`` by ``boost``; ``rho > upper``
     multiplies it by ``drop``; otherwise ``lam`` is unchanged. The result is
-    clamped to ``[min_lambda, max_lambda]``. The defaults are Martens':
-    1/4, 3/4, 3/2 and 2/3.
+    clamped to ``[min_lambda, max_lambda]`` and never leaves the positive
+    normal floats (``sys.float_info.min`` to ``sys.float_info.max``), so that
+    a long run of good predictions cannot underflow it to 0, from which no
+    factor would bring it back. The defaults are Martens': 1/4, 3/4, 3/2
+    and 2/3.
 
     Parameters
     ----------
@@ -129,9 +137,9 @@ class DampingRule:
             raise ArgumentError(f"lam must be a finite number > 0, got {lam!r}")
         rho = _real("rho", rho)
         if math.isnan(rho) or rho < self.lower:
-            lam = lam * self.boost
+            lam = min(lam * self.boost, _LARGEST)
         elif rho > self.upper:
-            lam = lam * self.drop
+            lam = max(lam * self.drop, _SMALLEST)
         return min(max(lam, self.min_lambda), self.max_lambda)
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -74,6 +75,26 @@ def test_lm_rule_repeated_failures_grow_geometrically():
     for _ in range(10):
         lam = levenberg_marquardt(lam, 0.0)
     assert lam == pytest.approx(1.5 ** 10, rel=1e-12)
+
+
+def test_lm_rule_never_underflows_to_zero_nor_overflows_to_inf():
+    # A small-batch autoencoder run (CG capped at 10 iterations) had rho > 3/4 for 1200 updates in a
+    # row and lambda at 1e-198; about 600 more drops would have made it 0.0, which the next call refuses.
+    rule = DampingRule()
+    lam = 45.0
+    for _ in range(2000):
+        lam = rule(lam, 0.9)
+        assert lam > 0.0
+    assert lam == sys.float_info.min
+    assert rule(lam, 0.0) == 1.5 * sys.float_info.min      # and failures bring it back up
+    lam = 1.0
+    for _ in range(2000):
+        lam = rule(lam, math.nan)
+        assert math.isfinite(lam)
+    assert lam == sys.float_info.max
+    assert rule(lam, 0.9) == sys.float_info.max * (2.0 / 3.0)
+    assert levenberg_marquardt(5e-324, 0.9) == sys.float_info.min   # a subnormal input is lifted too
+    assert levenberg_marquardt(1e-300, 0.9, min_lambda=1e-3) == 1e-3
 
 
 def test_damping_rule_object_matches_function():
