@@ -78,8 +78,8 @@ def test_lm_rule_repeated_failures_grow_geometrically():
 
 
 def test_lm_rule_never_underflows_to_zero_nor_overflows_to_inf():
-    # A small-batch autoencoder run (CG capped at 10 iterations) had rho > 3/4 for 1200 updates in a
-    # row and lambda at 1e-198; about 600 more drops would have made it 0.0, which the next call refuses.
+    # A small-batch autoencoder run (CG capped at 10 iterations) had rho > 3/4 on most of its 1200
+    # updates and lambda at 1e-198; about 600 more drops would have made it 0.0, which the next call refuses.
     rule = DampingRule()
     lam = 45.0
     for _ in range(2000):
