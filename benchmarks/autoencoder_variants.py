@@ -75,11 +75,9 @@ def main(argv=None):
             def __init__(self, arrays, batch_size, number_batches=1, **kw):
                 self.most = max(1, batch_size // start)
                 super().__init__(arrays, start, 1, **kw)
-                self.updates = 0
 
-            def update(self):
+            def update(self):  # linear growth (BatchDataset's own growth is geometric)
                 super().update()
-                self.updates += 1
                 self._number_batches = min(self.most, 1 + self.updates // every)
                 sizes.append(self._number_batches * start)
 

@@ -25,6 +25,12 @@ before any race and are not tuned afterwards:
   of a small grid run once on CURVES seed 0 at 600 s (gradient/CG batch/CG
   cap 2000/500/50, 5000/1000/50, 1000/250/25, 500/125/25, 1000/250/10, and
   2000/500/50 with K-FAC; README), fixed before the other seeds and budgets.
+  ``hf-grow`` starts as ``hf-small`` and lets both batches grow by a factor
+  1.002 per update (doubling every 347 updates, up to 8 minibatches: 8000 /
+  2000 cases; ``BatchDataset(growth=...)``, the geometric sample growth of
+  Friedlander & Schmidt 2012): small noisy batches while they make progress,
+  larger ones late, when ``hf-small``'s rho stays near 1/2 and lambda climbs.
+  The factor was set once from ``hf-small``'s update counts, not searched.
 
 Usage::
 
@@ -60,6 +66,8 @@ EXAMPLE = os.path.join(os.path.dirname(HERE), "examples", "autoencoder.py")
 HF_SETTINGS = {
     "hf": [],
     "hf-small": ["--gradient-batch", "1000", "--cg-batch", "250", "--max-cg", "25"],
+    "hf-grow": ["--gradient-batch", "1000", "--cg-batch", "250", "--max-cg", "25", "--batch-growth", "1.002",
+                "--max-growth", "8"],
 }
 
 #: Learning-rate grids, fixed before any race (see the module notes).

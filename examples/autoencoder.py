@@ -23,6 +23,8 @@ Usage::
     python examples/autoencoder.py curves --budget 600
     python examples/autoencoder.py curves --budget 600 --sgd      # same budget, SGD
     python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25  # small-batch HF
+    python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25 \
+        --batch-growth 1.002 --max-growth 8          # batches doubling every 347 updates, up to 8000 / 2000
     python examples/autoencoder.py curves --train 2000 --cg-batch 500 --layers 100 50 6
     python examples/autoencoder.py fashion-mnist --budget 1800
 
@@ -70,6 +72,11 @@ def parse_args(argv=None):
                     help="cases per gradient batch (0: all training cases)")
     ap.add_argument("--cg-batch", type=int, default=None,
                     help="cases per curvature (CG) batch (default: 5000 curves, 7500 fashion-mnist)")
+    ap.add_argument("--batch-growth", type=float, default=1.0,
+                    help="factor by which HF's gradient and CG batches grow per update, as more minibatches of "
+                         "--gradient-batch and --cg-batch cases (1: fixed)")
+    ap.add_argument("--max-growth", type=int, default=8,
+                    help="most minibatches a growing batch holds (with --batch-growth above 1)")
     ap.add_argument("--lambda0", type=float, default=45.0,
                     help="initial Tikhonov damping (Martens' autoencoder setting)")
     ap.add_argument("--lambda-drop", type=float, default=2.0 / 3.0,
@@ -113,6 +120,10 @@ def parse_args(argv=None):
     args.train = args.train if args.train is not None else n_train
     args.cg_batch = min(args.cg_batch if args.cg_batch is not None else cg_batch, args.train)
     args.gradient_batch = min(args.gradient_batch or args.train, args.train)
+    if not (math.isfinite(args.batch_growth) and args.batch_growth >= 1.0):
+        ap.error(f"--batch-growth {args.batch_growth}: expected a factor >= 1")
+    if args.max_growth < 1:
+        ap.error(f"--max-growth {args.max_growth}: expected at least 1")
     if not 0.0 < args.lambda_drop < 1.0:
         ap.error(f"--lambda-drop {args.lambda_drop}: expected a factor in (0, 1)")
     if args.eval_cases < 0:
@@ -186,10 +197,16 @@ def main(argv=None):
 
     clock = Clock()
     curve = []
+    growing = []  # HF's gradient dataset when its batch grows
 
     def report(stats):
         v = stats.validation
         curve.append(dict(update=stats.update, seconds=clock(), train_error=v[1], test_error=v[3]))
+        if not args.sgd:  # HF's damping, reduction ratio and CG iterations of the update
+            curve[-1].update(lambda_=stats.lambda_, rho=stats.rho, cg=stats.cg_iterations,
+                             timings={k: round(t, 4) for k, t in stats.timings.items() if t})
+        if growing:  # minibatches in the next update's batches
+            curve[-1]["batches"] = growing[0].number_batches
         if not args.quiet:
             print(update_line(stats, clock, f"train error {v[1]:.4f}  test error {v[3]:.4f}"), flush=True)
 
@@ -203,8 +220,10 @@ def main(argv=None):
             opt.train(ds, learning_rate=args.lr, momentum=args.sgd_momentum, nesterov=args.method == "nesterov",
                       **common)
     else:
-        gradient_ds = BatchDataset([x_train], args.gradient_batch, seed=batch_seed)
-        cg_ds = BatchDataset([x_train], args.cg_batch, seed=batch_seed + 1)
+        growth = dict(growth=args.batch_growth, max_batches=args.max_growth) if args.batch_growth > 1 else {}
+        gradient_ds = BatchDataset([x_train], args.gradient_batch, seed=batch_seed, **growth)
+        cg_ds = BatchDataset([x_train], args.cg_batch, seed=batch_seed + 1, **growth)
+        growing.extend([gradient_ds] if growth else [])
         opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=0.0, max_cg_iterations=args.max_cg,
                   damping=DampingRule(drop=args.lambda_drop),
                   preconditioner=args.preconditioner, num_updates=args.updates, validation=validate,
@@ -227,6 +246,7 @@ def main(argv=None):
         record = dict(data=args.data, method=args.method, learning_rate=None if args.method == "hf" else args.lr,
                       preconditioner=args.preconditioner, lambda0=args.lambda0, lambda_drop=args.lambda_drop,
                       gradient_batch=args.gradient_batch, cg_batch=args.cg_batch, max_cg=args.max_cg,
+                      batch_growth=args.batch_growth, max_growth=args.max_growth,
                       seed=args.seed, budget=args.budget,
                       train_error=float(train_sq), test_error=float(test_sq), seconds=seconds,
                       updates=result.updates, status=result.status, curve=curve)

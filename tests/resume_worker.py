@@ -56,8 +56,11 @@ def _task(n, rng):
     return x, x[0, :, :1].copy()
 
 
-def make_datasets(global_seed=None):
-    """``(gradient, cg, validation)`` datasets; with ``global_seed`` all shuffle with numpy's global RNG."""
+def make_datasets(global_seed=None, growth=1.0):
+    """``(gradient, cg, validation)`` datasets; with ``global_seed`` all shuffle with numpy's global RNG.
+
+    ``growth > 1``: the gradient and CG batches grow by that factor per update, up to all their items.
+    """
     from hf_symbolic import BatchDataset
 
     rng = np.random.default_rng(2024)
@@ -69,16 +72,17 @@ def make_datasets(global_seed=None):
         seeds = (11, 12, 13)
     axes = [1, 0]
     return (
-        BatchDataset(list(train), GRADIENT_BATCH, case_axis=axes, seed=seeds[0]),
-        BatchDataset(list(train), CG_BATCH, case_axis=axes, seed=seeds[1]),
+        BatchDataset(list(train), GRADIENT_BATCH, case_axis=axes, seed=seeds[0], growth=growth),
+        BatchDataset(list(train), CG_BATCH, case_axis=axes, seed=seeds[1], growth=growth),
         BatchDataset(list(valid), N_VALID, case_axis=axes, seed=seeds[2]),
     )
 
 
-def run(opt, theta0, num_updates, checkpoint, *, preconditioner=False, global_seed=None, callback=None):
+def run(opt, theta0, num_updates, checkpoint, *, preconditioner=False, global_seed=None, callback=None,
+        growth=1.0):
     """Train ``opt`` from ``theta0`` (ignored when ``checkpoint`` exists: the run resumes) for ``num_updates``."""
     opt.set_flat(theta0)
-    gradient, cg, validation = make_datasets(global_seed)
+    gradient, cg, validation = make_datasets(global_seed, growth)
     opt.train(gradient, cg, num_updates=num_updates, validation=validation, preconditioner=preconditioner,
               save_progress=checkpoint, callback=callback, **TRAIN_OPTIONS)
     return opt.result
@@ -123,10 +127,11 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="JSON summary written here")
     parser.add_argument("--preconditioner", action="store_true")
     parser.add_argument("--global-seed", type=int, default=None)
+    parser.add_argument("--growth", type=float, default=1.0)
     args = parser.parse_args(argv)
     opt, theta0 = build_optimizer()
     result = run(opt, theta0, args.num_updates, args.checkpoint, preconditioner=args.preconditioner,
-                 global_seed=args.global_seed)
+                 global_seed=args.global_seed, growth=args.growth)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(summary(result), f)
 

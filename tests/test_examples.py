@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -337,6 +338,37 @@ def test_autoencoder_first_order_methods_write_their_json(tmp_path, capsys, meth
     assert all(a["seconds"] <= b["seconds"] for a, b in zip(record["curve"], record["curve"][1:]))
 
 
+def test_autoencoder_hf_with_growing_batches_records_them_and_its_damping(tmp_path, capsys, monkeypatch):
+    import json
+
+    import hf_symbolic
+
+    made = []
+    real = hf_symbolic.BatchDataset
+
+    def spy(*a, **kw):
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(hf_symbolic, "BatchDataset", spy)
+    out = tmp_path / "run.json"
+    argv = ["curves", "--train", "400", "--test", "100", "--layers", "20", "6", "--updates", "4", "--float64",
+            "--gradient-batch", "50", "--cg-batch", "20", "--max-cg", "5", "--batch-growth", "1.5",
+            "--max-growth", "3", "--eval-cases", "50", "--workers", "1", "--quiet", "--json", str(out)]
+    rc, _ = run("autoencoder", argv, capsys)
+    assert rc == 0
+    record = json.loads(out.read_text())
+    assert (record["batch_growth"], record["max_growth"], record["gradient_batch"], record["cg_batch"]) == (1.5, 3, 50, 20)
+    # floor(1.5**u) minibatches after u updates, at most 3: 1, 2, 3, 3
+    assert [p["batches"] for p in record["curve"]] == [1, 2, 3, 3]
+    gradient_ds, cg_ds = made
+    assert (gradient_ds.batch_size, cg_ds.batch_size) == (50, 20)
+    assert gradient_ds.updates == cg_ds.updates == 4 and gradient_ds.number_batches == cg_ds.number_batches == 3
+    first = record["curve"][0]
+    assert first["lambda_"] == 45.0 and first["cg"] <= 5 and math.isfinite(first["rho"])
+    assert first["timings"]["cg"] > 0 and first["timings"]["gradient"] > 0
+
+
 def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
     rc = load("autoencoder").main(["fashion-mnist", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
@@ -352,6 +384,9 @@ def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
     (["--gradient-batch", "-5"], "--gradient-batch -5: expected 0"),
     (["--eval-cases", "-1"], "--eval-cases -1: expected 0"),
     (["--layers", "10", "0", "2"], "--layers [10, 0, 2]: expected positive widths"),
+    (["--batch-growth", "0.9"], "--batch-growth 0.9: expected a factor >= 1"),
+    (["--batch-growth", "nan"], "--batch-growth nan: expected a factor >= 1"),
+    (["--max-growth", "0"], "--max-growth 0: expected at least 1"),
 ])
 def test_autoencoder_bad_arguments_named_before_any_compile(argv, named, capsys, monkeypatch):
     module = load("autoencoder")

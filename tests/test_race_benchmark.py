@@ -53,6 +53,18 @@ def test_each_hf_setting_runs_with_each_preconditioner(race, tmp_path):
         race.parse_args(["--hf-settings", "hf-tiny"])
 
 
+def test_growing_setting_is_the_small_one_with_growing_batches(race, tmp_path):
+    args = args_of(race, tmp_path, "--seeds", "0", "--hf-settings", "hf-grow", "--preconditioners", "none",
+                   "--methods")
+    ((key, cmd),) = race.runs(args)
+    assert key[3] == "hf-grow"
+    small, grow = race.HF_SETTINGS["hf-small"], race.HF_SETTINGS["hf-grow"]
+    assert grow[:len(small)] == small
+    assert cmd[cmd.index("--batch-growth") + 1] == "1.002" and cmd[cmd.index("--max-growth") + 1] == "8"
+    parsed = load_script("examples", "autoencoder").parse_args(["curves", *grow])  # the example accepts them
+    assert (parsed.batch_growth, parsed.max_growth, parsed.gradient_batch, parsed.cg_batch) == (1.002, 8, 1000, 250)
+
+
 @pytest.mark.parametrize("item, named", [
     ("adam=0.002", "0.002 is not in the adam grid"),
     ("rmsprop=0.001", "expected METHOD=LR with METHOD one of"),

@@ -13,6 +13,14 @@ visited in a shuffled order, ``number_batches`` at a time:
   reshuffled and the position goes back to 0.  Several ``iterate(update=False)``
   passes followed by one ``update()`` therefore revisit the same items, which is
   how a curvature (CG) batch is held fixed while CG runs.
+* ``growth > 1`` makes the number of batches grow with training:
+  after ``u`` updates it is ``min(max_batches, floor(number_batches *
+  growth**u))`` (``max_batches`` defaults to all items), the geometric sample
+  growth of Friedlander & Schmidt (2012, "Hybrid deterministic-stochastic
+  methods for data fitting"). Small, cheap batches early, when a noisy step
+  still makes progress; larger ones later, when the noise of a small batch
+  limits what a step can gain (Byrd et al. 2012, "Sample size selection in
+  optimization methods for machine learning").
 
 :class:`SequenceDataset` keeps the behaviour of the ``SequenceDataset`` class
 of the 2012 Theano ``hf.py`` (lists of sequences, optionally cut into chunks).
@@ -99,6 +107,11 @@ class SequenceDataset(_ShuffledItems):
         Ignored when ``batch_size`` is None.
     seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
         ``None`` shuffles with numpy's global RNG (see the module docs).
+    growth : float, default 1.0
+        Factor by which the number of batches grows per :meth:`update` (see
+        the module docs); 1 keeps it fixed.
+    max_batches : int or None, default None
+        Most batches per :meth:`iterate` call when growing (None: all items).
 
     Raises
     ------
@@ -129,8 +142,9 @@ class SequenceDataset(_ShuffledItems):
     [0, 20]
     """
 
-    def __init__(self, data, batch_size, number_batches, minimum_size=10, *, seed=None):
-        super().__init__(number_batches, seed)
+    def __init__(self, data, batch_size, number_batches, minimum_size=10, *, seed=None, growth=1.0,
+                 max_batches=None):
+        super().__init__(number_batches, seed, growth, max_batches)
         if batch_size is not None:
             batch_size = _check_int(batch_size, "batch_size")
         self._batch_size = batch_size
@@ -228,8 +242,9 @@ class SequenceDataset(_ShuffledItems):
             "num_sequences": len(self._data[0]),
             "batch_size": self._batch_size,
             "minimum_size": self._minimum_size,
-            "number_batches": self._number_batches,
+            "number_batches": self._initial_batches,
             "shapes_sha256": _shape_fingerprint(shapes),
+            **self._growth_config(),
         }
 
     def __len__(self) -> int:
@@ -290,6 +305,11 @@ class BatchDataset(_ShuffledItems):
         Draw a new permutation of the cases at construction and at every epoch
         end.  With ``False`` the cases stay in order, no random numbers are
         drawn and items are views (slices) of the arrays.
+    growth : float, default 1.0
+        Factor by which the number of batches grows per :meth:`update` (see
+        the module docs); 1 keeps it fixed.
+    max_batches : int or None, default None
+        Most batches per :meth:`iterate` call when growing (None: all items).
 
     Raises
     ------
@@ -297,7 +317,8 @@ class BatchDataset(_ShuffledItems):
         No arrays, an array without cases (0-d or zero cases), arrays that
         disagree on the number of cases, non-numeric dtype, NaN or inf values
         (checked once here), a ``case_axis`` out of range or of the wrong
-        length, ``batch_size`` or ``number_batches`` below 1.
+        length, ``batch_size`` or ``number_batches`` below 1, ``growth`` below 1
+        or ``max_batches`` below ``number_batches``.
 
     Examples
     --------
@@ -309,10 +330,20 @@ class BatchDataset(_ShuffledItems):
     (2, 8)
     >>> [a.shape for a in next(ds.iterate())]
     [(5, 4, 3), (4, 1)]
+
+    A batch that doubles after every update, up to 4 items of 4 cases:
+
+    >>> ds = BatchDataset([np.zeros((40, 2))], batch_size=4, growth=2.0, max_batches=4, seed=0)
+    >>> sizes = []
+    >>> for _ in range(4):
+    ...     sizes.append(sum(len(item[0]) for item in ds.iterate()))
+    >>> sizes
+    [4, 8, 16, 16]
     """
 
-    def __init__(self, arrays, batch_size, number_batches=1, *, case_axis=0, seed=None, shuffle=True):
-        super().__init__(number_batches, seed)
+    def __init__(self, arrays, batch_size, number_batches=1, *, case_axis=0, seed=None, shuffle=True,
+                 growth=1.0, max_batches=None):
+        super().__init__(number_batches, seed, growth, max_batches)
         self._batch_size = _check_int(batch_size, "batch_size")
         if not isinstance(shuffle, (bool, np.bool_)):
             raise DatasetError(f"shuffle = {shuffle!r}; expected a bool")
@@ -402,10 +433,11 @@ class BatchDataset(_ShuffledItems):
             "num_items": self._num_items,
             "num_cases": self._num_cases,
             "batch_size": self._batch_size,
-            "number_batches": self._number_batches,
+            "number_batches": self._initial_batches,
             "case_axes": list(self._axes),
             "shapes": [list(a.shape) for a in self._arrays],
             "shuffle": self._shuffle,
+            **self._growth_config(),
         }
 
     def __len__(self) -> int:

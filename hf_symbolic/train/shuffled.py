@@ -6,6 +6,7 @@ See :mod:`hf_symbolic.train.data` for the behaviour it gives both dataset classe
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -88,11 +89,27 @@ def _join_arrays(obj, arrays: Mapping):
 # ---------------------------------------------------------------------------
 
 
+def _check_growth(growth, max_batches, number_batches):
+    """Validate the batch-growth settings; returns ``(growth, max_batches)``."""
+    if isinstance(growth, (bool, np.bool_)) or not isinstance(growth, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(growth) or growth < 1.0:
+        raise DatasetError(f"growth = {growth!r}; expected a finite number >= 1 (1: a fixed number of batches)")
+    if max_batches is not None:
+        max_batches = _check_int(max_batches, "max_batches")
+        if max_batches < number_batches:
+            raise DatasetError(
+                f"max_batches = {max_batches}; expected None or an int >= number_batches ({number_batches})"
+            )
+    return float(growth), max_batches
+
+
 class _ShuffledItems:
     """Position / epoch / RNG / state logic shared by both datasets."""
 
-    def __init__(self, number_batches, seed):
-        self._number_batches = _check_int(number_batches, "number_batches")
+    def __init__(self, number_batches, seed, growth=1.0, max_batches=None):
+        self._initial_batches = self._number_batches = _check_int(number_batches, "number_batches")
+        self._growth, self._max_batches = _check_growth(growth, max_batches, self._initial_batches)
+        self._updates = 0
         self._rng = _make_rng(seed)
         self._position = 0
         self._order = np.zeros(0, dtype=np.intp)
@@ -112,6 +129,40 @@ class _ShuffledItems:
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    # -- batch growth -----------------------------------------------------------
+    def _growth_config(self) -> dict:
+        """The growth settings for :meth:`_config` (nothing when the number of batches is fixed,
+        so that states saved before growth existed still match)."""
+        if self._growth == 1.0 and self._max_batches is None:
+            return {}
+        return {"growth": self._growth, "max_batches": self._max_batches}
+
+    def _scheduled_batches(self, updates: int) -> int:
+        """``min(cap, floor(number_batches * growth**updates))``; the cap is ``max_batches``, else ``len(self)``."""
+        cap = self._max_batches if self._max_batches is not None else max(self._initial_batches, len(self))
+        if self._growth == 1.0:
+            return min(self._initial_batches, cap)
+        log_n = math.log(self._initial_batches) + updates * math.log(self._growth)
+        if log_n >= math.log(cap):
+            return cap
+        # floor with a relative slack: an exact product such as 4 * 1.5**2 = 9 comes out of exp/log as 8.999...
+        return max(self._initial_batches, min(cap, math.floor(math.exp(log_n) * (1.0 + 1e-12))))
+
+    @property
+    def growth(self) -> float:
+        """Factor by which the number of batches grows per :meth:`update` (1: fixed)."""
+        return self._growth
+
+    @property
+    def max_batches(self) -> int | None:
+        """Most batches a growing dataset yields (None: all items)."""
+        return self._max_batches
+
+    @property
+    def updates(self) -> int:
+        """Number of :meth:`update` calls so far (it sets the number of batches of a growing dataset)."""
+        return self._updates
 
     # -- RNG ------------------------------------------------------------------
     def _permutation(self, n: int) -> np.ndarray:
@@ -157,13 +208,22 @@ class _ShuffledItems:
             self.update()
 
     def update(self) -> None:
-        """Advance by ``number_batches`` items; at the end of an epoch reshuffle and restart at 0."""
+        """Advance by ``number_batches`` items; at the end of an epoch reshuffle and restart at 0.
+
+        A growing dataset (``growth > 1``) then takes its next number of batches.
+        """
         if self._position + self._number_batches >= len(self):
             self._reshuffle()
             self._position = 0
             _log.debug("%s: epoch finished, reshuffled", type(self).__name__)
         else:
             self._position += self._number_batches
+        self._updates += 1
+        if self._growth != 1.0:
+            n = self._scheduled_batches(self._updates)
+            if n != self._number_batches:
+                _log.debug("%s: %d batches per iterate() after %d updates", type(self).__name__, n, self._updates)
+            self._number_batches = n
 
     # -- state ----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -187,6 +247,7 @@ class _ShuffledItems:
             "kind": type(self).__name__,
             "config": self._config(),
             "position": int(self._position),
+            "updates": int(self._updates),
             "rng_mode": self.rng_mode,
             "rng": rng_json,
         }
@@ -238,6 +299,9 @@ class _ShuffledItems:
             raise CheckpointCorruptError(
                 f"{name} state has position {position!r}; expected an int in [0, {len(self)})"
             )
+        updates = js.get("updates", 0)  # states saved before the field existed: a fixed number of batches
+        if not _is_int(updates) or updates < 0:
+            raise CheckpointCorruptError(f"{name} state has updates {updates!r}; expected an int >= 0")
         if "order" not in arrays:
             raise CheckpointCorruptError(f"{name} state lacks the 'order' array")
         order = np.asarray(arrays["order"])
@@ -272,3 +336,5 @@ class _ShuffledItems:
             self._rng.bit_generator.state = rng_state
         self._order = order.astype(np.intp)
         self._position = int(position)
+        self._updates = int(updates)
+        self._number_batches = self._scheduled_batches(self._updates)

@@ -543,3 +543,95 @@ def test_batch_dataset_repr_and_properties():
     ds = BatchDataset([np.zeros((7, 3))], 2, 3, seed=1)
     assert (len(ds), ds.num_cases, ds.batch_size, ds.number_batches, ds.shuffle) == (3, 7, 2, 3, True)
     assert repr(ds).startswith("BatchDataset(num_items=3, num_cases=7, batch_size=2")
+
+
+# ---------------------------------------------------------------------------
+# Growing batches
+# ---------------------------------------------------------------------------
+
+
+def test_growing_batch_follows_the_geometric_schedule_hand_computed():
+    # 2 items of 5 cases, x1.5 per update: floor(2 * 1.5**u) = 2, 3, 4 (4.5), 6 (6.75), then the cap of 8
+    ds = BatchDataset([np.arange(200.0)[:, None]], 5, 2, growth=1.5, max_batches=8, seed=0)
+    counts = []
+    for _ in range(7):
+        counts.append(sum(1 for _ in ds.iterate()))
+    assert counts == [2, 3, 4, 6, 8, 8, 8]
+    assert (ds.updates, ds.number_batches, ds.growth, ds.max_batches) == (7, 8, 1.5, 8)
+
+
+def test_growing_batch_without_cap_stops_at_all_items_and_visits_each_once_per_epoch():
+    x = np.arange(40.0)[:, None]
+    ds = BatchDataset([x], 4, 1, growth=3.0, shuffle=False)  # 10 items: 1, 3, 9, then 10 (all)
+    seen = [np.concatenate([item[0][:, 0] for item in ds.iterate()]) for _ in range(4)]
+    assert [len(s) // 4 for s in seen] == [1, 3, 9, 10]
+    # positions advance by the current number: items 0 | 1-3 | 4-9 then 0-2 (wrap) | new epoch: all 10
+    np.testing.assert_array_equal(seen[0], x[:4, 0])
+    np.testing.assert_array_equal(seen[1], x[4:16, 0])
+    np.testing.assert_array_equal(seen[2], np.concatenate([x[16:40, 0], x[:12, 0]]))
+    np.testing.assert_array_equal(seen[3], x[:, 0])
+
+
+def test_fixed_and_growing_datasets_agree_until_the_first_growth():
+    a = BatchDataset([np.arange(100.0)[:, None]], 5, 2, seed=3)
+    b = BatchDataset([np.arange(100.0)[:, None]], 5, 2, seed=3, growth=1.2)  # 2.4 -> 2, 2.88 -> 2, 3.46 -> 3
+    _assert_same_items(_run(a, 3), _run(b, 3))
+    assert a.number_batches == 2 and b.number_batches == 3
+
+
+def test_growth_one_keeps_the_saved_configuration_of_a_fixed_dataset():
+    fixed = BatchDataset([np.zeros((10, 2))], 2, 1, seed=0)
+    state = fixed.state_dict()
+    assert "growth" not in state["json"]["config"]
+    # a state saved before the updates field existed still loads into a fixed dataset
+    del state["json"]["updates"]
+    BatchDataset([np.zeros((10, 2))], 2, 1, seed=0).load_state_dict(state)
+
+
+@pytest.mark.parametrize("factory", [
+    lambda seed: SequenceDataset(_sequences([7] * 12), 3, 1, minimum_size=1, seed=seed, growth=1.4, max_batches=9),
+    lambda seed: BatchDataset([np.arange(120.0)[:, None], -np.arange(120.0)[:, None]], 4, 1, seed=seed,
+                              growth=1.4, max_batches=9),
+])
+def test_resume_of_a_growing_dataset_replays_exactly(factory):
+    reference = _run(factory(5), 9)
+    b = factory(5)
+    part1 = _run(b, 4)
+    assert b.number_batches == 3  # floor(1.4**4) = 3: resumed mid-growth
+    fresh = factory(999)
+    fresh.load_state_dict(_through_serialization(b.state_dict()))
+    assert (fresh.updates, fresh.number_batches) == (4, 3)
+    _assert_same_items(reference, part1 + _run(fresh, 5))
+
+
+def test_growing_state_does_not_load_into_another_schedule_and_bad_updates_are_refused():
+    def make(**kw):
+        return BatchDataset([np.zeros((40, 2))], 2, 1, seed=0, **kw)
+
+    grown = make(growth=2.0, max_batches=8)
+    _run(grown, 2)
+    state = grown.state_dict()
+    for other in (make(), make(growth=1.5, max_batches=8), make(growth=2.0, max_batches=4)):
+        with pytest.raises(CheckpointMismatchError, match="growth|max_batches"):
+            other.load_state_dict(state)
+    state["json"]["updates"] = -1
+    target = make(growth=2.0, max_batches=8)
+    with pytest.raises(CheckpointCorruptError, match="updates -1"):
+        target.load_state_dict(state)
+    assert (target.updates, target.number_batches) == (0, 1)  # unchanged
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(growth=0.5), "growth = 0.5; expected a finite number >= 1"),
+    (dict(growth=float("nan")), "growth = nan"),
+    (dict(growth=True), "growth = True"),
+    (dict(growth="2"), "growth = '2'"),
+    (dict(growth=2.0, max_batches=1), "max_batches = 1; expected None or an int >= number_batches (2)"),
+    (dict(max_batches=0), "max_batches = 0; expected an int >= 1"),
+])
+def test_growth_validation(kwargs, fragment):
+    with pytest.raises(DatasetError) as info:
+        BatchDataset([np.zeros((10, 2))], 2, 2, **kwargs)
+    assert fragment in str(info.value)
+    with pytest.raises(DatasetError):
+        SequenceDataset(_sequences([5, 5]), None, 2, **kwargs)

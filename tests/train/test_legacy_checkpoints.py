@@ -48,6 +48,11 @@ def test_hf_checkpoint_of_release_0_1_resumes_to_the_same_parameters(tmp_path, e
     ours_arrays, ours_meta = load_checkpoint(ours_path)
     for name in ("theta", "best_theta", "cg_x"):
         np.testing.assert_allclose(arrays[name], ours_arrays[name], rtol=1e-6, atol=1e-12, err_msg=name)
+    # Dataset states gained an ``updates`` count (for growing batches) after release 0.1.0; the
+    # legacy states lack it, and loading treats it as 0, which for these fixed batches changes nothing.
+    updates = {name: state.pop("updates") for name, state in ours_meta["datasets"].items()}
+    assert updates["gradient_dataset"] == updates["cg_dataset"] == 2
+    assert not any("updates" in state for state in meta["datasets"].values())
     for key in ("lambda", "best_update", "datasets"):
         assert meta[key] == ours_meta[key], key
     # ... and resuming it ends where release 0.1.0's uninterrupted run ended on the machine that

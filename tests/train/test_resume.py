@@ -39,13 +39,15 @@ def keep_global_rng():
     np.random.set_state(state)
 
 
-def _resume_in_fresh_process(checkpoint, out, *, preconditioner=False, global_seed=None):
+def _resume_in_fresh_process(checkpoint, out, *, preconditioner=False, global_seed=None, growth=1.0):
     cmd = [sys.executable, str(WORKER), "--num-updates", str(N_UPDATES), "--checkpoint", str(checkpoint),
            "--out", str(out)]
     if preconditioner:
         cmd.append("--preconditioner")
     if global_seed is not None:
         cmd += ["--global-seed", str(global_seed)]
+    if growth != 1.0:
+        cmd += ["--growth", repr(growth)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     # The child must compile like this process: whether PyTensor links a BLAS changes which
@@ -76,16 +78,17 @@ def _assert_same_checkpoint(path_a, path_b):
     assert meta_a == meta_b
 
 
-def _check_resume(tmp_path, opt, theta0, *, preconditioner=False, global_seed=None):
+def _check_resume(tmp_path, opt, theta0, *, preconditioner=False, global_seed=None, growth=1.0):
     straight_ckpt, split_ckpt = tmp_path / "straight.ckpt", tmp_path / "split.ckpt"
     straight = worker.run(opt, theta0, N_UPDATES, straight_ckpt, preconditioner=preconditioner,
-                          global_seed=global_seed)
+                          global_seed=global_seed, growth=growth)
     assert straight.updates == N_UPDATES and straight.status == "num_updates"
     # the run must actually move: otherwise equality proves nothing
     assert sum(s.accepted for s in straight.history) >= N_UPDATES // 2
     assert not np.array_equal(straight.x, theta0)
 
-    first = worker.run(opt, theta0, K_UPDATES, split_ckpt, preconditioner=preconditioner, global_seed=global_seed)
+    first = worker.run(opt, theta0, K_UPDATES, split_ckpt, preconditioner=preconditioner, global_seed=global_seed,
+                       growth=growth)
     assert first.updates == K_UPDATES
     _, meta = load_checkpoint(split_ckpt)
     assert meta["update"] == K_UPDATES
@@ -93,7 +96,7 @@ def _check_resume(tmp_path, opt, theta0, *, preconditioner=False, global_seed=No
     opt.set_flat(theta0 + 1.0)
 
     resumed = _resume_in_fresh_process(split_ckpt, tmp_path / "out.json", preconditioner=preconditioner,
-                                       global_seed=global_seed)
+                                       global_seed=global_seed, growth=growth)
     assert resumed["status"] == "num_updates" and resumed["updates"] == N_UPDATES
     x = worker.from_exact_floats(resumed["x"])
     assert x.dtype == np.float64
@@ -130,3 +133,14 @@ def test_resume_with_global_numpy_rng(tmp_path, rnn_opt, keep_global_rng):
     other = worker.run(opt, theta0, N_UPDATES, None, global_seed=4321)
     assert np.array_equal(again.x, straight.x)
     assert not np.array_equal(other.x, straight.x)
+
+
+def test_resume_in_fresh_process_with_growing_batches(tmp_path, rnn_opt):
+    opt, theta0 = rnn_opt
+    # CG batch of 5 cases growing x1.6 per update (1, 1, 2, 4, 4, 4 minibatches; the checkpoint after update 2
+    # holds the growth mid-way), gradient batch of 12 growing to both of its 2 minibatches
+    straight = _check_resume(tmp_path, opt, theta0, growth=1.6)
+    _, meta = load_checkpoint(tmp_path / "split.ckpt")
+    assert json.dumps(meta).count('"growth": 1.6') == 2
+    fixed = worker.run(opt, theta0, N_UPDATES, None)
+    assert [s.costs for s in straight.history[2:]] != [s.costs for s in fixed.history[2:]]  # the growth took effect
