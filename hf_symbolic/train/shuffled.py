@@ -140,9 +140,9 @@ class _ShuffledItems:
 
     def _scheduled_batches(self, updates: int) -> int:
         """``min(cap, floor(number_batches * growth**updates))``; the cap is ``max_batches``, else ``len(self)``."""
-        cap = self._max_batches if self._max_batches is not None else max(self._initial_batches, len(self))
         if self._growth == 1.0:
-            return min(self._initial_batches, cap)
+            return self._initial_batches
+        cap = self._max_batches if self._max_batches is not None else max(self._initial_batches, len(self))
         log_n = math.log(self._initial_batches) + updates * math.log(self._growth)
         if log_n >= math.log(cap):
             return cap
