@@ -25,6 +25,8 @@ Usage::
     python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25  # small-batch HF
     python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25 \
         --batch-growth 1.002 --max-growth 8          # batches doubling every 347 updates, up to 8000 / 2000
+    python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25 \
+        --batch-growth 1.002 --max-growth 8 --max-cg-exponent 1   # and the CG cap with them, up to 200
     python examples/autoencoder.py curves --train 2000 --cg-batch 500 --layers 100 50 6
     python examples/autoencoder.py fashion-mnist --budget 1800
 
@@ -82,6 +84,8 @@ def parse_args(argv=None):
     ap.add_argument("--lambda-drop", type=float, default=2.0 / 3.0,
                     help="factor applied to lambda after a good reduction ratio (rho > 3/4; Martens: 2/3)")
     ap.add_argument("--max-cg", type=int, default=250, help="maximum CG iterations per update")
+    ap.add_argument("--max-cg-exponent", type=float, default=0.0,
+                    help="the CG cap grows with the CG batch to this power (1: in proportion; 0: fixed)")
     ap.add_argument("--preconditioner", nargs="?", const="martens", default=None,
                     help="HF's CG preconditioner: a name of hf_symbolic.solve.preconditioners.REGISTRY "
                          "(martens, gauss_newton_hutchinson, kfac, ...; the flag alone: martens)")
@@ -122,6 +126,8 @@ def parse_args(argv=None):
     args.gradient_batch = min(args.gradient_batch or args.train, args.train)
     if not (math.isfinite(args.batch_growth) and args.batch_growth >= 1.0):
         ap.error(f"--batch-growth {args.batch_growth}: expected a factor >= 1")
+    if not (math.isfinite(args.max_cg_exponent) and args.max_cg_exponent >= 0):
+        ap.error(f"--max-cg-exponent {args.max_cg_exponent}: expected a number >= 0")
     if args.max_growth < 1:
         ap.error(f"--max-growth {args.max_growth}: expected at least 1")
     if not 0.0 < args.lambda_drop < 1.0:
@@ -225,7 +231,7 @@ def main(argv=None):
         cg_ds = BatchDataset([x_train], args.cg_batch, seed=batch_seed + 1, **growth)
         growing.extend([gradient_ds] if growth else [])
         opt.train(gradient_ds, cg_ds, initial_lambda=args.lambda0, mu=0.0, max_cg_iterations=args.max_cg,
-                  damping=DampingRule(drop=args.lambda_drop),
+                  max_cg_exponent=args.max_cg_exponent, damping=DampingRule(drop=args.lambda_drop),
                   preconditioner=args.preconditioner, num_updates=args.updates, validation=validate,
                   callback=report, time_budget=args.budget, workers=args.workers)
     seconds = clock()
@@ -246,7 +252,7 @@ def main(argv=None):
         record = dict(data=args.data, method=args.method, learning_rate=None if args.method == "hf" else args.lr,
                       preconditioner=args.preconditioner, lambda0=args.lambda0, lambda_drop=args.lambda_drop,
                       gradient_batch=args.gradient_batch, cg_batch=args.cg_batch, max_cg=args.max_cg,
-                      batch_growth=args.batch_growth, max_growth=args.max_growth,
+                      max_cg_exponent=args.max_cg_exponent, batch_growth=args.batch_growth, max_growth=args.max_growth,
                       seed=args.seed, budget=args.budget,
                       train_error=float(train_sq), test_error=float(test_sq), seconds=seconds,
                       updates=result.updates, status=result.status, curve=curve)

@@ -179,9 +179,12 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
             from ``workers`` and ``client``.
         **options
             Any field of :class:`~hf_symbolic.train.options.TrainOptions`:
-            ``cg_decay`` (0.95), ``min_cg_iterations``, ``cg_epsilon`` (5e-4),
-            ``cg_window_min`` (10), ``cg_window_frac`` (0.1), ``cg_grid_gamma``
-            (1.3), ``cg_grid_start`` (1; Martens' code uses 5), ``backtracking``,
+            ``max_cg_exponent`` (0: the cap ``max_cg_iterations`` is fixed; e with a
+            growing ``cg_dataset``: the cap grows as ``(n / n_1)**e``, n the update's CG
+            batches, n_1 the first update's), ``cg_decay`` (0.95),
+            ``min_cg_iterations``, ``cg_epsilon`` (5e-4), ``cg_window_min`` (10),
+            ``cg_window_frac`` (0.1), ``cg_grid_gamma`` (1.3), ``cg_grid_start``
+            (1; Martens' code uses 5), ``backtracking``,
             ``line_search``, ``armijo_c`` (1e-2), ``line_search_shrink`` (0.8),
             ``line_search_tries`` (60), ``preconditioner_exponent`` (0.75),
             ``damping`` (a :class:`~hf_symbolic.solve.damping.DampingRule`),

@@ -5,7 +5,7 @@ interrupted runs in its own process, and runs it as a script to resume in a
 fresh process::
 
     python tests/resume_worker.py --num-updates 6 --checkpoint run.ckpt --out out.json \
-        [--preconditioner] [--global-seed 123]
+        [--preconditioner] [--global-seed 123] [--growth 1.6 --max-cg 3 --max-cg-exponent 1]
 
 The model is ``models.rnn(structural=True)`` (tanh units, structural damping on
 ``(h + 1) / 2`` split at the pre-activation), trained on a fixed synthetic
@@ -79,12 +79,18 @@ def make_datasets(global_seed=None, growth=1.0):
 
 
 def run(opt, theta0, num_updates, checkpoint, *, preconditioner=False, global_seed=None, callback=None,
-        growth=1.0):
-    """Train ``opt`` from ``theta0`` (ignored when ``checkpoint`` exists: the run resumes) for ``num_updates``."""
+        growth=1.0, max_cg=None, max_cg_exponent=0.0):
+    """Train ``opt`` from ``theta0`` (ignored when ``checkpoint`` exists: the run resumes) for ``num_updates``.
+
+    ``max_cg`` replaces the CG cap of ``TRAIN_OPTIONS``; ``max_cg_exponent`` lets it grow with the CG batch.
+    """
     opt.set_flat(theta0)
     gradient, cg, validation = make_datasets(global_seed, growth)
+    options = dict(TRAIN_OPTIONS, max_cg_exponent=max_cg_exponent)
+    if max_cg is not None:
+        options["max_cg_iterations"] = max_cg
     opt.train(gradient, cg, num_updates=num_updates, validation=validation, preconditioner=preconditioner,
-              save_progress=checkpoint, callback=callback, **TRAIN_OPTIONS)
+              save_progress=checkpoint, callback=callback, **options)
     return opt.result
 
 
@@ -128,10 +134,13 @@ def main(argv=None):
     parser.add_argument("--preconditioner", action="store_true")
     parser.add_argument("--global-seed", type=int, default=None)
     parser.add_argument("--growth", type=float, default=1.0)
+    parser.add_argument("--max-cg", type=int, default=None)
+    parser.add_argument("--max-cg-exponent", type=float, default=0.0)
     args = parser.parse_args(argv)
     opt, theta0 = build_optimizer()
     result = run(opt, theta0, args.num_updates, args.checkpoint, preconditioner=args.preconditioner,
-                 global_seed=args.global_seed, growth=args.growth)
+                 global_seed=args.global_seed, growth=args.growth, max_cg=args.max_cg,
+                 max_cg_exponent=args.max_cg_exponent)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(summary(result), f)
 

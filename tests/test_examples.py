@@ -354,13 +354,17 @@ def test_autoencoder_hf_with_growing_batches_records_them_and_its_damping(tmp_pa
     out = tmp_path / "run.json"
     argv = ["curves", "--train", "400", "--test", "100", "--layers", "20", "6", "--updates", "4", "--float64",
             "--gradient-batch", "50", "--cg-batch", "20", "--max-cg", "5", "--batch-growth", "1.5",
-            "--max-growth", "3", "--eval-cases", "50", "--workers", "1", "--quiet", "--json", str(out)]
+            "--max-growth", "3", "--max-cg-exponent", "1", "--eval-cases", "50", "--workers", "1", "--quiet",
+            "--json", str(out)]
     rc, _ = run("autoencoder", argv, capsys)
     assert rc == 0
     record = json.loads(out.read_text())
     assert (record["batch_growth"], record["max_growth"], record["gradient_batch"], record["cg_batch"]) == (1.5, 3, 50, 20)
     # floor(1.5**u) minibatches after u updates, at most 3: 1, 2, 3, 3
     assert [p["batches"] for p in record["curve"]] == [1, 2, 3, 3]
+    # and the CG cap of 5 grows with them: 5, 10, 15, 15
+    assert record["max_cg_exponent"] == 1.0
+    assert all(p["cg"] <= 5 * p["batches"] for p in record["curve"]) and max(p["cg"] for p in record["curve"]) > 5
     gradient_ds, cg_ds = made
     assert (gradient_ds.batch_size, cg_ds.batch_size) == (50, 20)
     assert gradient_ds.updates == cg_ds.updates == 4 and gradient_ds.number_batches == cg_ds.number_batches == 3
@@ -387,6 +391,7 @@ def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
     (["--batch-growth", "0.9"], "--batch-growth 0.9: expected a factor >= 1"),
     (["--batch-growth", "nan"], "--batch-growth nan: expected a factor >= 1"),
     (["--max-growth", "0"], "--max-growth 0: expected at least 1"),
+    (["--max-cg-exponent", "-1"], "--max-cg-exponent -1.0: expected a number >= 0"),
 ])
 def test_autoencoder_bad_arguments_named_before_any_compile(argv, named, capsys, monkeypatch):
     module = load("autoencoder")

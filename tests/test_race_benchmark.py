@@ -65,6 +65,15 @@ def test_growing_setting_is_the_small_one_with_growing_batches(race, tmp_path):
     assert (parsed.batch_growth, parsed.max_growth, parsed.gradient_batch, parsed.cg_batch) == (1.002, 8, 1000, 250)
 
 
+@pytest.mark.parametrize("name, exponent", [("hf-grow-cg", 1.0), ("hf-grow-cg-sqrt", 0.5)])
+def test_growing_cg_cap_settings_are_the_growing_one_with_an_exponent(race, name, exponent):
+    grow, setting = race.HF_SETTINGS["hf-grow"], race.HF_SETTINGS[name]
+    assert setting[:len(grow)] == grow and setting[len(grow)] == "--max-cg-exponent"
+    assert float(setting[len(grow) + 1]) == exponent and len(setting) == len(grow) + 2
+    parsed = load_script("examples", "autoencoder").parse_args(["curves", *setting])
+    assert (parsed.max_cg_exponent, parsed.max_cg, parsed.batch_growth) == (exponent, 25, 1.002)
+
+
 @pytest.mark.parametrize("item, named", [
     ("adam=0.002", "0.002 is not in the adam grid"),
     ("rmsprop=0.001", "expected METHOD=LR with METHOD one of"),

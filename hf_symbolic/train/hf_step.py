@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from hf_symbolic.errors import ArgumentError, CheckpointMismatchError
+from hf_symbolic.errors import ArgumentError, CheckpointCorruptError, CheckpointMismatchError
 from hf_symbolic.solve.backtrack import backtrack
 from hf_symbolic.solve.cg import conjugate_gradient
 from hf_symbolic.solve.damping import reduction_ratio
@@ -68,6 +68,7 @@ class HFStep(StepRule):
         self.evaluator = None
         self.lam = float(options.initial_lambda)
         self.cg_x = np.zeros(model.layout.size, dtype=model.layout.dtype)
+        self.first_cg_batches = None  # batches of the run's first CG batch: the unit of max_cg_exponent
         self.preconditioner = make_preconditioner(options.preconditioner, exponent=options.preconditioner_exponent)
         if getattr(self.preconditioner, "needs_structure", False):  # e.g. K-FAC: the model's dense layers
             self.preconditioner = self.preconditioner.with_structure(*model.kronecker_structure())
@@ -81,23 +82,33 @@ class HFStep(StepRule):
         return self.o.to_json()
 
     def state(self):
-        return {"cg_x": self.cg_x}, {"curvature": self.model.curvature, "lambda": self.lam}
+        meta = {"curvature": self.model.curvature, "lambda": self.lam}
+        if self.first_cg_batches is not None:
+            meta["first_cg_batches"] = self.first_cg_batches
+        return {"cg_x": self.cg_x}, meta
 
     def check_options(self, path, meta):
         curvature = self.model.curvature
         if meta.get("curvature") != curvature:
             raise CheckpointMismatchError(f"checkpoint {path} was made with curvature={meta.get('curvature')!r}, not {curvature!r}")
         saved, now = meta["options"], self.o.to_json()
-        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+        # an option the checkpoint does not name was added later: the run that wrote it used its default
+        saved = {k: saved[k] if k in saved else TrainOptions.default_json(k) for k in now}
+        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved[k] != now[k])
         if changed:
             raise CheckpointMismatchError(
                 f"checkpoint {path} was made with other training options: "
                 + ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in changed)
                 + "; call train with the same arguments to resume, or use another save_progress path"
             )
+        first = meta.get("first_cg_batches")
+        if first is not None and not (isinstance(first, int) and not isinstance(first, bool) and first >= 1):
+            raise CheckpointCorruptError(f"checkpoint {path}: 'first_cg_batches' is {first!r:.80}; "
+                                         "expected an int >= 1")
 
     def load_state(self, state, meta):
         self.cg_x, self.lam = state["cg_x"], state["lambda"]
+        self.first_cg_batches = meta.get("first_cg_batches")
 
     def begin(self, run):
         self.evaluator = self._make_evaluator()
@@ -177,6 +188,9 @@ class HFStep(StepRule):
         cbatches = [list(b) for b in run.cg_dataset.iterate(update=False)]
         if not cbatches:
             raise ArgumentError("cg_dataset.iterate() yielded no batch")
+        if self.first_cg_batches is None:
+            self.first_cg_batches = len(cbatches)
+        max_cg = o.max_cg(len(cbatches), self.first_cg_batches)
         structural = lam * o.mu if model.has_structural_damping else 0.0
         t = time.perf_counter()
         ev.load("cg", cbatches)
@@ -199,7 +213,7 @@ class HFStep(StepRule):
         setup_time = curv_time[0]
         t0 = time.perf_counter()
         res = conjugate_gradient(
-            matvec, -g, o.cg_decay * self.cg_x, M=M, maxiter=o.max_cg_iterations, miniter=o.min_cg_iterations,
+            matvec, -g, o.cg_decay * self.cg_x, M=M, maxiter=max_cg, miniter=o.min_cg_iterations,
             eps=o.cg_epsilon, window_min=o.cg_window_min, window_frac=o.cg_window_frac,
             grid_gamma=o.cg_grid_gamma, grid_start=o.cg_grid_start,
         )

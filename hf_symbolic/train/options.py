@@ -44,6 +44,7 @@ class TrainOptions:
     global_backtracking: bool = False
     preconditioner: bool = False
     max_cg_iterations: int = 250
+    max_cg_exponent: float = 0.0
     num_updates: int = 100
     validation_frequency: int = 1
     patience: float = math.inf
@@ -75,6 +76,8 @@ class TrainOptions:
         check_int("num_updates", self.num_updates, 0)
         if self.min_cg_iterations > self.max_cg_iterations:
             bad("min_cg_iterations", self.min_cg_iterations, f"at most max_cg_iterations={self.max_cg_iterations}")
+        check_real("max_cg_exponent", self.max_cg_exponent, lambda v: finite(v) and v >= 0,
+                   "a finite number >= 0 (0: a fixed CG cap)")
         check_real("cg_decay", self.cg_decay, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         check_real("patience", self.patience, lambda v: v > 0, "a number > 0 (numpy.inf for none)")
         check_real("armijo_c", self.armijo_c, lambda v: 0 < v < 1, "a number in (0, 1)")
@@ -97,6 +100,31 @@ class TrainOptions:
             check_bool("verbose", self.verbose)
         if not isinstance(self.damping, DampingRule):
             bad("damping", self.damping, "a hf_symbolic.DampingRule")
+
+    def max_cg(self, cg_batches: int, first_cg_batches: int) -> int:
+        """The CG cap of an update whose CG dataset yields ``cg_batches`` batches.
+
+        ``max_cg_iterations`` for the ``first_cg_batches`` of the run's first update, times the
+        growth of the CG batch since then to the power ``max_cg_exponent`` (rounded up; never
+        below ``min_cg_iterations``). With the default exponent 0 the cap is fixed.
+
+        >>> TrainOptions(max_cg_iterations=25, max_cg_exponent=1.0).max_cg(3, 1)
+        75
+        >>> TrainOptions(max_cg_iterations=25, max_cg_exponent=0.5).max_cg(2, 1)
+        36
+        >>> TrainOptions(max_cg_iterations=25).max_cg(8, 1)
+        25
+        """
+        if self.max_cg_exponent == 0 or cg_batches == first_cg_batches:
+            return self.max_cg_iterations
+        cap = math.ceil(self.max_cg_iterations * (cg_batches / first_cg_batches) ** self.max_cg_exponent - 1e-9)
+        return max(self.min_cg_iterations, cap)
+
+    @classmethod
+    def default_json(cls, name: str):
+        """The JSON value of field ``name`` at its default (what a checkpoint written before the
+        field existed was run with)."""
+        return cls().to_json()[name]
 
     def to_json(self) -> dict:
         d = asdict(self)

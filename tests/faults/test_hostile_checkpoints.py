@@ -241,6 +241,11 @@ TAMPERED = {
                       "another model"),
     "another curvature": (_set("curvature", "hessian"), CheckpointMismatchError, "curvature"),
     "other options": (lambda a, m: m["options"].__setitem__("cg_decay", 0.5), CheckpointMismatchError, "cg_decay"),
+    "another CG cap growth": (lambda a, m: m["options"].__setitem__("max_cg_exponent", 1.0), CheckpointMismatchError,
+                              "max_cg_exponent=1.0 (now 0.0)"),
+    "first CG batches zero": (_set("first_cg_batches", 0), CheckpointCorruptError,
+                              "'first_cg_batches' is 0; expected an int >= 1"),
+    "first CG batches as str": (_set("first_cg_batches", "1"), CheckpointCorruptError, "'first_cg_batches' is '1'"),
 }
 
 

@@ -44,6 +44,7 @@ def test_unknown_keys_are_named_and_only_they(setup):
     ("cg_grid_gamma", 1.0, "cg_grid_gamma=1.0 is invalid: expected a finite number > 1"),
     ("patience", "long", "patience='long' is invalid: expected a number > 0 (numpy.inf for none)"),
     ("preconditioner", 3, "preconditioner=3 is invalid"),
+    ("max_cg_exponent", -0.5, "max_cg_exponent=-0.5 is invalid: expected a finite number >= 0 (0: a fixed CG cap)"),
 ])
 def test_a_wrong_value_gets_its_own_error(setup, key, value, expected):
     opt, data = setup
@@ -85,3 +86,26 @@ def test_blas_threads_reach_the_blas_that_pytensor_links(tmp_path):
                          env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[1]"
+
+
+@pytest.mark.parametrize("exponent, batches, expected", [
+    (0.0, [1, 2, 7], [25, 25, 25]),        # the default: a fixed cap
+    (1.0, [1, 2, 3, 8], [25, 50, 75, 200]),  # in proportion to the CG batch
+    (0.5, [1, 2, 4], [25, 36, 50]),        # ceil(25 * sqrt(2)) = 36
+    (1.0, [4, 6], [10, 15]),               # relative to the first batch count, not to one batch
+])
+def test_cg_cap_grows_with_the_cg_batch(exponent, batches, expected):
+    from hf_symbolic.train.options import TrainOptions
+
+    first = batches[0]
+    base = expected[0]
+    o = TrainOptions(max_cg_iterations=base, max_cg_exponent=exponent)
+    assert [o.max_cg(n, first) for n in batches] == expected
+
+
+def test_a_shrinking_cg_batch_keeps_at_least_min_cg_iterations():
+    from hf_symbolic.train.options import TrainOptions
+
+    o = TrainOptions(max_cg_iterations=20, min_cg_iterations=8, max_cg_exponent=1.0)
+    assert o.max_cg(1, 4) == 8  # 20 / 4 = 5 < 8
+    assert o.max_cg(2, 4) == 10

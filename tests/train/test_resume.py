@@ -39,7 +39,7 @@ def keep_global_rng():
     np.random.set_state(state)
 
 
-def _resume_in_fresh_process(checkpoint, out, *, preconditioner=False, global_seed=None, growth=1.0):
+def _resume_in_fresh_process(checkpoint, out, *, preconditioner=False, global_seed=None, growth=1.0, cg_cap=None):
     cmd = [sys.executable, str(WORKER), "--num-updates", str(N_UPDATES), "--checkpoint", str(checkpoint),
            "--out", str(out)]
     if preconditioner:
@@ -48,6 +48,8 @@ def _resume_in_fresh_process(checkpoint, out, *, preconditioner=False, global_se
         cmd += ["--global-seed", str(global_seed)]
     if growth != 1.0:
         cmd += ["--growth", repr(growth)]
+    if cg_cap is not None:
+        cmd += ["--max-cg", str(cg_cap[0]), "--max-cg-exponent", repr(cg_cap[1])]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     # The child must compile like this process: whether PyTensor links a BLAS changes which
@@ -78,17 +80,19 @@ def _assert_same_checkpoint(path_a, path_b):
     assert meta_a == meta_b
 
 
-def _check_resume(tmp_path, opt, theta0, *, preconditioner=False, global_seed=None, growth=1.0):
+def _check_resume(tmp_path, opt, theta0, *, preconditioner=False, global_seed=None, growth=1.0, cg_cap=None):
+    """``cg_cap``: ``(max_cg_iterations, max_cg_exponent)`` instead of the worker's fixed cap."""
+    cap = {} if cg_cap is None else dict(max_cg=cg_cap[0], max_cg_exponent=cg_cap[1])
     straight_ckpt, split_ckpt = tmp_path / "straight.ckpt", tmp_path / "split.ckpt"
     straight = worker.run(opt, theta0, N_UPDATES, straight_ckpt, preconditioner=preconditioner,
-                          global_seed=global_seed, growth=growth)
+                          global_seed=global_seed, growth=growth, **cap)
     assert straight.updates == N_UPDATES and straight.status == "num_updates"
     # the run must actually move: otherwise equality proves nothing
     assert sum(s.accepted for s in straight.history) >= N_UPDATES // 2
     assert not np.array_equal(straight.x, theta0)
 
     first = worker.run(opt, theta0, K_UPDATES, split_ckpt, preconditioner=preconditioner, global_seed=global_seed,
-                       growth=growth)
+                       growth=growth, **cap)
     assert first.updates == K_UPDATES
     _, meta = load_checkpoint(split_ckpt)
     assert meta["update"] == K_UPDATES
@@ -96,7 +100,7 @@ def _check_resume(tmp_path, opt, theta0, *, preconditioner=False, global_seed=No
     opt.set_flat(theta0 + 1.0)
 
     resumed = _resume_in_fresh_process(split_ckpt, tmp_path / "out.json", preconditioner=preconditioner,
-                                       global_seed=global_seed, growth=growth)
+                                       global_seed=global_seed, growth=growth, cg_cap=cg_cap)
     assert resumed["status"] == "num_updates" and resumed["updates"] == N_UPDATES
     x = worker.from_exact_floats(resumed["x"])
     assert x.dtype == np.float64
@@ -144,3 +148,18 @@ def test_resume_in_fresh_process_with_growing_batches(tmp_path, rnn_opt):
     assert json.dumps(meta).count('"growth": 1.6') == 2
     fixed = worker.run(opt, theta0, N_UPDATES, None)
     assert [s.costs for s in straight.history[2:]] != [s.costs for s in fixed.history[2:]]  # the growth took effect
+
+
+def test_resume_in_fresh_process_with_a_cg_cap_growing_with_the_batch(tmp_path, rnn_opt):
+    opt, theta0 = rnn_opt
+    # CG batches of 1, 1, 2, 4, 4, 4 minibatches (as above) and a cap of 3 iterations per minibatch of the
+    # first update: 3, 3, 6, 12, 12, 12. The checkpoint after update 2 must carry the first batch count.
+    straight = _check_resume(tmp_path, opt, theta0, growth=1.6, cg_cap=(3, 1.0))
+    _, meta = load_checkpoint(tmp_path / "split.ckpt")
+    assert meta["first_cg_batches"] == 1 and meta["options"]["max_cg_exponent"] == 1.0
+    iterations = [s.cg_iterations for s in straight.history]
+    caps = [3, 3, 6, 12, 12, 12]
+    assert all(i <= c for i, c in zip(iterations, caps)), iterations
+    assert max(iterations[2:]) > 3, iterations  # the grown cap was used
+    fixed = worker.run(opt, theta0, N_UPDATES, None, growth=1.6, max_cg=3)
+    assert max(s.cg_iterations for s in fixed.history) == 3
