@@ -26,7 +26,7 @@ Usage::
     python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25 \
         --batch-growth 1.002 --max-growth 8          # batches doubling every 347 updates, up to 8000 / 2000
     python examples/autoencoder.py curves --gradient-batch 1000 --cg-batch 250 --max-cg 25 \
-        --batch-growth 1.002 --max-growth 8 --max-cg-exponent 1   # and the CG cap with them, up to 200
+        --batch-growth 1.002 --max-growth 8 --max-cg-exponent 0.5  # the CG cap too, 25 sqrt(n): up to 71
     python examples/autoencoder.py curves --train 2000 --cg-batch 500 --layers 100 50 6
     python examples/autoencoder.py fashion-mnist --budget 1800
 
