@@ -93,7 +93,8 @@ class HFStep(StepRule):
             raise CheckpointMismatchError(f"checkpoint {path} was made with curvature={meta.get('curvature')!r}, not {curvature!r}")
         saved, now = meta["options"], self.o.to_json()
         # an option the checkpoint does not name was added later: the run that wrote it used its default
-        saved = {k: saved[k] if k in saved else TrainOptions.default_json(k) for k in now}
+        defaults = TrainOptions().to_json()
+        saved = {k: saved[k] if k in saved else defaults[k] for k in now}
         changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved[k] != now[k])
         if changed:
             raise CheckpointMismatchError(

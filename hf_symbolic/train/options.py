@@ -120,12 +120,6 @@ class TrainOptions:
         cap = math.ceil(self.max_cg_iterations * (cg_batches / first_cg_batches) ** self.max_cg_exponent - 1e-9)
         return max(self.min_cg_iterations, cap)
 
-    @classmethod
-    def default_json(cls, name: str):
-        """The JSON value of field ``name`` at its default (what a checkpoint written before the
-        field existed was run with)."""
-        return cls().to_json()[name]
-
     def to_json(self) -> dict:
         d = asdict(self)
         d["patience"] = None if math.isinf(self.patience) else self.patience
