@@ -1,7 +1,9 @@
-"""CG with each preconditioner on one CG batch of the CURVES autoencoder: cost of the statistic, CG's progress.
+"""CG with each preconditioner on one CG batch of an autoencoder: cost of the statistic, CG's progress.
 
 The CURVES architecture 784-400-200-100-50-25-6 (mirrored; 842k parameters)
-on ``hf_symbolic.datasets.curves`` images, float32, one thread. The model is
+on ``hf_symbolic.datasets.curves`` images, or with ``--data fashion-mnist``
+784-1000-500-250-30 (mirrored; 2.8M parameters) on Fashion-MNIST (Debian's
+``dataset-fashion-mnist``), float32, one thread. The model is
 first trained for ``--warmup`` HF updates (example defaults, a 5000-case
 gradient batch and 1000-case CG batches), so that the curvature is that of a
 model in training, not of the initial weights. Then, on a fresh CG batch of
@@ -18,6 +20,7 @@ Usage::
 
     python benchmarks/preconditioners.py
     python benchmarks/preconditioners.py --cases 1000 --warmup 12 --iterations 10 50 100
+    python benchmarks/preconditioners.py --data fashion-mnist --cases 250 --warmup 12
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
 from _common import build_mlp, cpu_model  # noqa: E402
 from _workloads import check_environment, print_threadpools  # noqa: E402
 
-NAMES = ("none", "martens", "gauss_newton_hutchinson", "kfac")
+NAMES = ("none", "martens", "gauss_newton_hutchinson", "gauss_newton_per_case", "kfac")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", choices=("curves", "fashion-mnist"), default="curves", help="image set")
     ap.add_argument("--cases", type=int, default=1000, help="cases of the CG batch")
     ap.add_argument("--warmup", type=int, default=12, help="HF updates before the measurement")
     ap.add_argument("--iterations", type=int, nargs="+", default=[10, 25, 50, 100])
@@ -59,11 +63,18 @@ def main(argv=None):
     from hf_symbolic.solve.cg import conjugate_gradient
     from hf_symbolic.solve.preconditioners import make_preconditioner, operator
 
-    enc = [400, 200, 100, 50, 25, 6]
+    if args.data == "curves":
+        enc = [400, 200, 100, 50, 25, 6]
+        images = curves_data(n_train=5000 + args.cases, n_test=1, seed=args.seed, dtype="float32").train
+    else:
+        from hf_symbolic.datasets import load_fashion_mnist
+
+        enc = [1000, 500, 250, 30]
+        images = load_fashion_mnist("train", dtype="float32").images
+        images = images[np.random.default_rng(args.seed).permutation(len(images))[:5000 + args.cases]]
     sizes = [784, *enc, *enc[-2::-1], 784]
-    acts = ["sigmoid"] * 5 + ["linear"] + ["sigmoid"] * 5
-    data = curves_data(n_train=5000 + args.cases, n_test=1, seed=args.seed, dtype="float32")
-    train, cg_batch = data.train[:5000], [data.train[5000:]]
+    acts = ["sigmoid"] * (len(enc) - 1) + ["linear"] + ["sigmoid"] * (len(enc) - 1)
+    train, cg_batch = images[:5000], [images[5000:]]
     m = build_mlp(sizes, acts, np.random.default_rng(args.seed), dtype="float32", target_is_input=True)
     opt = hf_optimizer(m.params, m.inputs, m.s, m.costs)
     lam = [45.0]

@@ -133,8 +133,10 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
             rather than summed, so that they are on the scale of a cost averaged
             over cases, like ``G`` and ``λ``. Other names
             (:data:`hf_symbolic.solve.preconditioners.REGISTRY`):
-            ``"gauss_newton_diagonal"``, ``"gauss_newton_hutchinson"`` (the
-            diagonal of ``G``, exact or estimated) and ``"kfac"`` (Kronecker
+            ``"gauss_newton_diagonal"``, ``"gauss_newton_hutchinson"``,
+            ``"gauss_newton_per_case"`` (the diagonal of ``G``: exact, estimated
+            from 8 draws over the batch, or from one draw squared case by case
+            in dense layers, the cost of one gradient) and ``"kfac"`` (Kronecker
             factors for every dense layer ``dot(a, W) + b`` on the way to the
             split, a diagonal for the other parameters).
         max_cg_iterations : int
@@ -144,6 +146,10 @@ class hf_optimizer(Model):  # noqa: N801  (name kept from the 2012 API)
             A dataset whose batches are averaged, or a callable returning a list
             of costs; the first is used for early stopping and best parameters.
         validation_frequency : int
+            Validate after every this many updates, and after the last update
+            of the call when it was not one of them (a time budget or a
+            callback can end training between validations), so the last
+            updates can still give the returned parameters.
         patience : int or numpy.inf
             Stop after this many updates without a better validation cost.
         save_progress : str or path, optional

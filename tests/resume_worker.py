@@ -5,7 +5,7 @@ interrupted runs in its own process, and runs it as a script to resume in a
 fresh process::
 
     python tests/resume_worker.py --num-updates 6 --checkpoint run.ckpt --out out.json \
-        [--preconditioner] [--global-seed 123] [--growth 1.6 --max-cg 3 --max-cg-exponent 1]
+        [--preconditioner [NAME]] [--global-seed 123] [--growth 1.6 --max-cg 3 --max-cg-exponent 1]
 
 The model is ``models.rnn(structural=True)`` (tanh units, structural damping on
 ``(h + 1) / 2`` split at the pre-activation), trained on a fixed synthetic
@@ -131,7 +131,8 @@ def main(argv=None):
     parser.add_argument("--num-updates", type=int, required=True)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True, help="JSON summary written here")
-    parser.add_argument("--preconditioner", action="store_true")
+    parser.add_argument("--preconditioner", nargs="?", const=True, default=False,
+                        help="Martens' diagonal, or the registered preconditioner named")
     parser.add_argument("--global-seed", type=int, default=None)
     parser.add_argument("--growth", type=float, default=1.0)
     parser.add_argument("--max-cg", type=int, default=None)

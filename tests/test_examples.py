@@ -373,6 +373,30 @@ def test_autoencoder_hf_with_growing_batches_records_them_and_its_damping(tmp_pa
     assert first["timings"]["cg"] > 0 and first["timings"]["gradient"] > 0
 
 
+def test_autoencoder_validation_frequency_and_the_per_case_preconditioner(tmp_path, capsys):
+    """Errors measured every 3rd update and after the last (the best parameters are the last update's)."""
+    import json
+
+    out = tmp_path / "run.json"
+    argv = ["curves", "--train", "400", "--test", "100", "--layers", "20", "6", "--updates", "5", "--float64",
+            "--gradient-batch", "100", "--cg-batch", "50", "--max-cg", "5", "--validation-frequency", "3",
+            "--preconditioner", "gauss_newton_per_case", "--eval-cases", "50", "--workers", "1", "--json", str(out)]
+    rc, lines = run("autoencoder", argv, capsys)
+    assert rc == 0
+    text = "\n".join(lines)
+    assert "(HF + gauss_newton_per_case)" in lines[0]
+    # updates 1, 2, 4, 5 print no errors; update 3 does; the final validation makes update 5 the best
+    assert len(re.findall(r"^update +\d+ .*test error", text, flags=re.M)) == 1
+    assert len(re.findall(r"^update +\d+ ", text, flags=re.M)) == 5
+    assert re.search(r"after 5 updates .*best update 5;", text), lines[-3:]
+    record = json.loads(out.read_text())
+    assert record["validation_frequency"] == 3 and record["preconditioner"] == "gauss_newton_per_case"
+    assert [p["update"] for p in record["curve"]] == [3]
+    # phase times summed over all five updates, not only the measured one
+    assert record["timings"]["gradient"] > record["curve"][0]["timings"]["gradient"] > 0
+    assert record["timings"]["validation"] > 0
+
+
 def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
     rc = load("autoencoder").main(["fashion-mnist", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
@@ -392,6 +416,7 @@ def test_autoencoder_missing_fashion_mnist(tmp_path, capsys):
     (["--batch-growth", "nan"], "--batch-growth nan: expected a factor >= 1"),
     (["--max-growth", "0"], "--max-growth 0: expected at least 1"),
     (["--max-cg-exponent", "-1"], "--max-cg-exponent -1.0: expected a number >= 0"),
+    (["--validation-frequency", "0"], "--validation-frequency 0: expected at least 1"),
 ])
 def test_autoencoder_bad_arguments_named_before_any_compile(argv, named, capsys, monkeypatch):
     module = load("autoencoder")

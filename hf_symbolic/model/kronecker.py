@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["DenseLayer", "dense_layers", "kronecker_structure", "kronecker_graph", "kronecker_factors",
-           "KRONECKER_SEED"]
+           "layer_pullbacks", "KRONECKER_SEED"]
 
 #: Default seed of the draws (combined with a digest of θ and the batch).
 KRONECKER_SEED = 20151
@@ -123,37 +123,46 @@ def kronecker_structure(model):
     return blocks, other.astype(np.int64)
 
 
-def kronecker_graph(model):
-    """``(inputs, output)``: ``[ξ, *model.inputs]`` and the flat statistic for the draw ``ξ``."""
+def layer_pullbacks(model, layers):
+    """One draw's pullbacks for the dense ``layers`` and every parameter outside them.
+
+    Returns ``(ξ, inputs, layer_pairs, others, other_pairs)``: the symbolic
+    draw over the split, each layer's input ``a``, each layer's pair ``(δ₁,
+    δ₂)`` of signals at its pre-activation, the indices (into ``p``) of the
+    parameters outside the layers and their pairs, all from
+    :func:`hf_symbolic.model.statistics.draw_pullbacks` on a fresh copy of the
+    graph (one variable for both members when ``H_L`` is diagonal).
+    """
     import pytensor.tensor as pt
-    from pytensor.gradient import disconnected_grad, grad
     from pytensor.graph.replace import clone_replace
 
-    from hf_symbolic.model.statistics import _loss_terms
+    from hf_symbolic.model.statistics import draw_pullbacks
 
-    spec, layout = model._spec, model.layout
-    layers, covered = _model_layers(model)
+    spec = model._spec
+    covered = {k for layer in layers for k in (layer.w, layer.b) if k is not None}
     inner = [x for layer in layers for x in (layer.a, layer.z)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         outs = clone_replace([spec.s, spec.costs[0], *inner], clone_inner_graphs=True)
         s, cost, inner = outs[0], outs[1], outs[2:]
-        dl_ds, h_diag = _loss_terms(cost, s)
         xi = pt.tensor("xi", dtype=s.dtype, shape=(None,) * s.ndim)
-        others = [x for k, x in enumerate(model.p) if k not in covered]
-        zs = inner[1::2]
-        wrt = [*zs, *others]
-        if h_diag is not None:  # H_L = D²: one pullback of c = D ξ
-            c = disconnected_grad(pt.sqrt(pt.maximum(h_diag, 0)) * xi)
-            pairs = [(g, g) for g in grad(pt.sum(c * s), wrt, disconnected_inputs="ignore")]
-        else:  # E[(Jᵀ H_L ξ)(Jᵀ ξ)ᵀ] = Jᵀ H_L J: two pullbacks, symmetrized below
-            hxi = disconnected_grad(grad(pt.sum(dl_ds * disconnected_grad(xi)), s, disconnected_inputs="ignore"))
-            g1 = grad(pt.sum(hxi * s), wrt, disconnected_inputs="ignore")
-            g2 = grad(pt.sum(disconnected_grad(xi) * s), wrt, disconnected_inputs="ignore")
-            pairs = list(zip(g1, g2))
-        deltas, other_pairs = pairs[:len(zs)], pairs[len(zs):]
+        others = [k for k in range(len(model.p)) if k not in covered]
+        pairs = draw_pullbacks(cost, s, xi, [*inner[1::2], *(model.p[k] for k in others)])
+    return xi, inner[0::2], pairs[:len(layers)], others, pairs[len(layers):]
+
+
+def kronecker_graph(model):
+    """``(inputs, output)``: ``[ξ, *model.inputs]`` and the flat statistic for the draw ``ξ``."""
+    import pytensor.tensor as pt
+
+    layout = model.layout
+    layers, _ = _model_layers(model)
+    # H_L = D²: one pullback of D ξ; otherwise E[(Jᵀ H_L ξ)(Jᵀ ξ)ᵀ] = Jᵀ H_L J, symmetrized below
+    xi, inputs, deltas, _, other_pairs = layer_pullbacks(model, layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         parts = [(g * h).ravel().astype(layout.dtype) for g, h in other_pairs]
-        for layer, a, (d1, d2) in zip(layers, inner[0::2], deltas):
+        for layer, a, (d1, d2) in zip(layers, inputs, deltas):
             if layer.b is not None:
                 a = pt.concatenate([a, pt.ones((a.shape[0], 1), dtype=a.dtype)], axis=1)
             n = pt.cast(a.shape[0], a.dtype)

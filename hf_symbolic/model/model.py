@@ -162,6 +162,14 @@ class Model:
             from hf_symbolic.model.kronecker import kronecker_graph
 
             ins, outs = kronecker_graph(self)
+        elif name == "dense_rows":
+            from hf_symbolic.model.per_case import rows_graph
+
+            ins, outs = rows_graph(self)
+        elif name.startswith("gauss_newton_per_case:"):  # the dense layers treated per case follow the colon
+            from hf_symbolic.model.per_case import parse_name, per_case_graph
+
+            ins, outs = per_case_graph(self, parse_name(name))
         else:  # pragma: no cover - internal
             raise KeyError(name)
 
@@ -287,6 +295,16 @@ class Model:
         from hf_symbolic.model.statistics import hutchinson_diagonal
 
         return hutchinson_diagonal(self, self._batch(batch), samples=samples, seed=seed)
+
+    def gauss_newton_per_case(self, batch, seed=None):
+        """An unbiased estimate of the Gauss-Newton diagonal from one draw, squared case by case in dense layers.
+
+        See :mod:`hf_symbolic.model.per_case` (the estimator, which layers count
+        as per case, seeding).
+        """
+        from hf_symbolic.model.per_case import per_case_diagonal
+
+        return per_case_diagonal(self, self._batch(batch), seed=seed)
 
     def kronecker_factors(self, batch, seed=None):
         """The Kronecker factors of the dense layers' Gauss-Newton blocks (and the other parameters' diagonal).
@@ -456,5 +474,6 @@ STATISTICS = {
     "squared_gradients": "per_case_squared_gradient",
     "gauss_newton_diagonal": "gauss_newton_diagonal",
     "gauss_newton_hutchinson": "gauss_newton_hutchinson",
+    "gauss_newton_per_case": "gauss_newton_per_case",
     "kronecker_factors": "kronecker_factors",
 }

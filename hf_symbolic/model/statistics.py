@@ -75,6 +75,25 @@ def _loss_terms(cost, split):
     return dl_ds, None
 
 
+def draw_pullbacks(cost, split, xi, wrt):
+    """``[(u, w), ...]`` per variable of ``wrt`` with ``E_ξ[u ⊙ w]`` the Gauss-Newton diagonal of the draw ``ξ``.
+
+    ``H_L = D²`` diagonal: one pullback of ``c = D ξ``, ``u`` is ``w`` (the
+    same variable). Otherwise ``u = Jᵀ H_L ξ`` and ``w = Jᵀ ξ``, two pullbacks.
+    """
+    import pytensor.tensor as pt
+    from pytensor.gradient import disconnected_grad, grad
+
+    dl_ds, h_diag = _loss_terms(cost, split)
+    if h_diag is not None:
+        c = disconnected_grad(pt.sqrt(pt.maximum(h_diag, 0)) * xi)
+        return [(g, g) for g in grad(pt.sum(c * split), wrt, disconnected_inputs="ignore")]
+    hxi = disconnected_grad(grad(pt.sum(dl_ds * disconnected_grad(xi)), split, disconnected_inputs="ignore"))
+    g1 = grad(pt.sum(hxi * split), wrt, disconnected_inputs="ignore")
+    g2 = grad(pt.sum(disconnected_grad(xi) * split), wrt, disconnected_inputs="ignore")
+    return list(zip(g1, g2))
+
+
 def _pullback(split, cotangent, p):
     """``Jᵀ c`` for every parameter: the gradient of ``<c, s>`` with ``c`` held fixed."""
     import pytensor.tensor as pt

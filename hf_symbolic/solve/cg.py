@@ -332,13 +332,16 @@ def conjugate_gradient(
     Pain", sec. B3) with Martens' termination rule, an iterate grid for
     backtracking and clean stops on negative curvature and non-finite values.
     ``phi`` is tracked without extra products as ``phi(x) = -1/2 x^T (b + r)``
-    with the maintained residual ``r = b - A x``.
+    with the maintained residual ``r = b - A x`` (one inner product per
+    iteration besides the two of CG itself).
 
     Parameters
     ----------
     matvec : callable
         ``matvec(v) -> A v`` for a 1-D ``v``. ``A`` should be symmetric
-        (positive definite for a full solve).
+        (positive definite for a full solve). ``v`` is CG's search direction,
+        which CG later updates in place (as scipy's ``cg`` does): ``matvec``
+        must not keep it nor return it.
     b : array_like, 1-D
         Right-hand side (``-g`` in HF, making ``phi`` Martens' ``q``). Its
         dtype is the dtype of every vector (non-float input becomes float64).
@@ -427,7 +430,8 @@ def conjugate_gradient(
     else:
         r = b.copy()
 
-    phi = [-0.5 * (_dot64(x, b) + _dot64(x, r))]
+    work = np.empty_like(b)  # scratch: alpha * d, alpha * A d, b + r
+    phi = [-0.5 * _dot64(x, np.add(b, r, out=work))]
     kept, kept_at = [], []
     i = 0
     status, message = "", ""
@@ -473,7 +477,11 @@ def conjugate_gradient(
                 status, message = "converged", f"r^T M^-1 r underflowed to 0 after iteration {i}"
                 return finish()
             raise ArgumentError(f"the preconditioner is not positive definite: r^T M^-1 r = {rz!r} < 0")
-        d = z if d is None else z + (rz / rz_old) * d
+        if d is None:
+            d = z.copy()
+        else:  # d = z + beta d, in place
+            np.multiply(d, rz / rz_old, out=d)
+            np.add(z, d, out=d)
 
         # ---- one CG iteration
         Ad = _product(matvec, d, "matvec")
@@ -488,13 +496,13 @@ def conjugate_gradient(
             return finish()
         alpha = rz / curvature
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported through phi
-            x_new = x + alpha * d
-            r_new = r - alpha * Ad
-            phi_new = -0.5 * (_dot64(x_new, b) + _dot64(x_new, r_new))
+            x_new = x + np.multiply(d, alpha, out=work)  # a new array: kept iterates are never modified
+            np.subtract(r, np.multiply(Ad, alpha, out=work), out=r)  # r is private: updated in place
+            phi_new = -0.5 * _dot64(x_new, np.add(b, r, out=work))
         if not math.isfinite(phi_new):
             status, message = "nonfinite", f"the iterate or residual of iteration {i + 1} is not finite"
             return finish()
-        x, r = x_new, r_new
+        x = x_new
         i += 1
         phi.append(phi_new)
         if i in grid:

@@ -115,10 +115,14 @@ class Run:
         self.nfev = self.njev = self.nhev = 0
 
     # -- validation -------------------------------------------------------------
-    def validate(self, u: int, timings: dict):
-        """Validation costs at update ``u`` (None when it is not a validation update); keeps the best."""
+    def validate(self, u: int, timings: dict, force: bool = False):
+        """Validation costs at update ``u`` (None when it is not a validation update); keeps the best.
+
+        ``force`` validates whatever ``u``: the loop's last update when
+        ``validation_frequency`` skipped it.
+        """
         validation = self.validation
-        if validation is None or u % self.settings.validation_frequency:
+        if validation is None or (u % self.settings.validation_frequency and not force):
             return None
         t0 = time.perf_counter()
         if callable(validation):
@@ -262,6 +266,7 @@ def _loop(run: Run, save_progress, callback, history, datasets):
     model, o = run.model, run.settings
     start = time.perf_counter()
     status = "num_updates"
+    first_update = run.update
     if run.update >= o.num_updates:
         status = "already_done" if run.update > 0 else "num_updates"
     try:
@@ -297,6 +302,13 @@ def _loop(run: Run, save_progress, callback, history, datasets):
     except NumericalFailureError:
         model.result = run.result("numerical_failure", model.get_flat())
         raise
+    if run.update > first_update and status != "interrupted" and run.update % o.validation_frequency:
+        # The last update was not validated (validation_frequency > 1): validate it now, so that the
+        # updates since the last validation can still be the best (not written to the checkpoint, so a
+        # resumed run picks its best among the same validated updates as an uninterrupted one).
+        vals = run.validate(run.update, {}, force=True)
+        if vals is not None:
+            log.info("update %d (the last): validation %s", run.update, ",".join(f"{v:.5g}" for v in vals))
     x = run.best_theta if run.best_validation is not None else model.get_flat()
     model.set_flat(x)
     model.result = run.result(status, x)

@@ -214,6 +214,32 @@ def test_phi_matches_direct_quadratic_and_kept_iterates_follow_grid():
         assert quadratic(a, b, it) == pytest.approx(res.phi[idx], rel=1e-10)
 
 
+@pytest.mark.parametrize("precondition", [False, True])
+def test_inputs_and_returned_iterates_are_never_modified(precondition):
+    """CG updates its own direction and residual in place, never b, x0, M, or an iterate it handed out."""
+    rng = np.random.default_rng(16)
+    n = 40
+    a = spd_matrix(n, 1e2, rng, diag_spread=10.0)
+    b = rng.standard_normal(n).astype(np.float32)
+    x0 = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    m = np.diag(a).astype(np.float32) if precondition else None
+    saved = [v.copy() for v in (b, x0) + ((m,) if precondition else ())]
+    rec, seen = Recorder(), []
+
+    def matvec(v):
+        seen.append(v)
+        return (a @ v).astype(np.float32)
+
+    res = conjugate_gradient(matvec, b, x0, M=m, maxiter=20, eps=0.0, callback=rec)
+    for before, after in zip(saved, (b, x0) + ((m,) if precondition else ())):
+        np.testing.assert_array_equal(before, after)
+    for idx, it in zip(res.iterate_indices, res.iterates):
+        np.testing.assert_array_equal(it, rec.xs[idx - 1])
+    # the direction passed to matvec is one buffer, updated in place (a matvec must not keep it)
+    assert all(v is seen[1] for v in seen[1:])
+    assert not any(v is b or v is x0 for v in seen)
+
+
 def test_last_iterate_is_kept_once_when_on_the_grid():
     a = np.diag(np.linspace(1.0, 100.0, 50))
     b = np.ones(50)

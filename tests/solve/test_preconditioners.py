@@ -11,7 +11,11 @@ regression of ``test_training.py``):
   cases), and for the logistic regression the numpy Hessian (equal to ``G``
   for its stacked split);
 * ``gauss_newton_hutchinson``: the mean of many draws against that exact
-  diagonal, within a bound computed from the dense ``J`` and ``H_L``.
+  diagonal, within a bound computed from the dense ``J`` and ``H_L``;
+* ``gauss_newton_per_case``: for its own draw ``ξ``, the per-case pullbacks
+  ``J_iᵀ c_i`` from the rows of the dense ``J`` (``c = H_L^{1/2} ξ``, or the
+  symmetric form), squared per case for the dense layers and summed first for
+  the other parameters; and the mean of many draws against ``diag(G)``.
 """
 
 import numpy as np
@@ -146,6 +150,68 @@ def test_hutchinson_samples_must_be_positive(case):
         opt.gauss_newton_hutchinson(m.batch, samples=0)
 
 
+def per_case_reference(m, opt, J, H, xi, per_case_entries):
+    """The per-case estimate for the draw ``xi`` from the dense ``J`` and ``H_L`` (float64)."""
+    from hf_symbolic.model.statistics import _loss_terms
+
+    xi = xi.ravel().astype(np.float64)
+    if _loss_terms(m.costs[0], m.s)[1] is not None:  # H_L diagonal: (Jᵀ D ξ)²
+        c1 = c2 = np.sqrt(np.maximum(np.diag(H), 0)) * xi
+    else:  # (Jᵀ H ξ) ⊙ (Jᵀ ξ)
+        c1, c2 = H @ xi, xi
+    ref = (J.T @ c1) * (J.T @ c2)  # batch sums first
+    cases = sum((J[r].T @ c1[r]) * (J[r].T @ c2[r]) for r in case_rows(m))  # per case
+    ref[per_case_entries] = cases[per_case_entries]
+    return ref
+
+
+def per_case_entries(opt, batch):
+    """Flat indices of the parameters of the dense layers whose rows are the cases of ``batch``."""
+    from hf_symbolic.model.kronecker import _model_layers
+
+    layers, _ = _model_layers(opt)
+    n = {a.shape[ax] for a, ax in zip(batch, opt.case_axes) if ax is not None}.pop()
+    rows = opt._function("dense_rows")(*batch)
+    offs = opt.layout.offsets
+    idx = [np.arange(offs[k], offs[k + 1]) for layer, r in zip(layers, rows) if int(r) == n
+           for k in (layer.w, layer.b) if k is not None]
+    return np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
+
+
+def test_per_case_estimate_against_dense_per_case_pullbacks(case):
+    """For its draw ξ, the statistic equals the dense per-case pullbacks (batch sums outside dense layers)."""
+    from hf_symbolic.model.per_case import PER_CASE_SEED
+    from hf_symbolic.model.statistics import rademacher, rademacher_draws
+
+    m, opt, J, H, dl = case
+    est = opt.statistic("gauss_newton_per_case", m.batch)
+    assert est.dtype == np.float64 and est.shape == (opt.layout.size,)
+    (xi,) = rademacher_draws(rademacher(PER_CASE_SEED, opt.get_flat(), m.batch), opt, m.batch, 1)
+    entries = per_case_entries(opt, m.batch)
+    ref = per_case_reference(m, opt, J, H, xi, entries)
+    np.testing.assert_allclose(est, ref, rtol=1e-10, atol=1e-15 * np.abs(ref).max())
+    # which layers are per case: both of an MLP; the output layer of the RNN split at its last step
+    # (Wo, bo); none of the every-step RNN, whose output layer is inside its scan
+    sizes = [x.get_value().size for x in m.p]
+    expected = {4: sum(sizes), 5: sum(sizes[3:]) if m.s.ndim == 2 else 0}[len(m.p)]
+    assert entries.size == expected
+    # it really differs from the batch-sum estimate of the same draw where there are per-case layers
+    if entries.size:
+        batch_sum = per_case_reference(m, opt, J, H, xi, np.zeros(0, dtype=np.int64))
+        assert not np.allclose(batch_sum[entries], ref[entries], rtol=1e-3)
+
+
+def test_per_case_estimate_is_deterministic_and_unbiased(case):
+    """Seeded by (seed, θ, batch); the mean of many draws converges to diag(G) (a factor or 1/N error would not)."""
+    m, opt, J, H, dl = case
+    a = opt.statistic("gauss_newton_per_case", m.batch)
+    assert np.array_equal(a, opt.statistic("gauss_newton_per_case", [x.copy() for x in m.batch]))
+    assert not np.array_equal(a, opt.gauss_newton_per_case(m.batch, seed=1))
+    exact = np.diag(J.T @ H @ J)
+    mean = np.mean([opt.gauss_newton_per_case(m.batch, seed=k) for k in range(400)], axis=0)
+    assert np.linalg.norm(mean - exact) <= 0.1 * np.linalg.norm(exact), np.linalg.norm(mean - exact)
+
+
 # -- the preconditioner objects ---------------------------------------------------------------
 DIAGONAL = sorted(n for n, cls in REGISTRY.items() if hasattr(cls, "diagonal"))  # kfac: tests/solve/test_kfac.py
 
@@ -169,7 +235,7 @@ def test_registered_preconditioners_name_a_statistic_and_are_damped_powers(name)
         make_preconditioner(name, exponent=1.5)
 
 
-@pytest.mark.parametrize("name", ["gauss_newton_diagonal", "gauss_newton_hutchinson"])
+@pytest.mark.parametrize("name", ["gauss_newton_diagonal", "gauss_newton_hutchinson", "gauss_newton_per_case"])
 def test_gauss_newton_preconditioners_clip_negative_estimates(name):
     assert make_preconditioner(name, exponent=1.0).diagonal(np.array([-0.5, 2.0]), 0.25).tolist() == [0.25, 2.25]
 

@@ -43,7 +43,7 @@ def _resume_in_fresh_process(checkpoint, out, *, preconditioner=False, global_se
     cmd = [sys.executable, str(WORKER), "--num-updates", str(N_UPDATES), "--checkpoint", str(checkpoint),
            "--out", str(out)]
     if preconditioner:
-        cmd.append("--preconditioner")
+        cmd += ["--preconditioner"] + ([] if preconditioner is True else [preconditioner])
     if global_seed is not None:
         cmd += ["--global-seed", str(global_seed)]
     if growth != 1.0:
@@ -120,9 +120,11 @@ def test_resume_in_fresh_process_default_settings(tmp_path, rnn_opt):
     assert len({s.lambda_ for s in straight.history}) > 1
 
 
-def test_resume_in_fresh_process_with_preconditioner(tmp_path, rnn_opt):
+@pytest.mark.parametrize("preconditioner", [True, "gauss_newton_per_case"])
+def test_resume_in_fresh_process_with_preconditioner(tmp_path, rnn_opt, preconditioner):
+    """Martens' diagonal, and an estimate whose random draw a resumed run must repeat."""
     opt, theta0 = rnn_opt
-    straight = _check_resume(tmp_path, opt, theta0, preconditioner=True)
+    straight = _check_resume(tmp_path, opt, theta0, preconditioner=preconditioner)
     plain = worker.run(opt, theta0, 2, None)
     # the preconditioner changes the run (so the option really reached CG)
     assert [(s.cg_iterations, s.costs) for s in straight.history[:2]] != \

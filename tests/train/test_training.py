@@ -13,6 +13,7 @@ Bit-identical resumption in a fresh process is in ``test_resume.py``.
 import dataclasses
 import json
 import math
+import time
 
 import numpy as np
 import pytensor
@@ -413,10 +414,43 @@ def test_validation_frequency(lr):
     validation = Scripted([2.0, 1.0, 3.0])
     rec = Recorder(lr)
     lr.train(grad_ds, cg_ds, num_updates=7, validation=validation, validation_frequency=3, callback=rec)
-    assert validation.calls == 2
+    # updates 3 and 6, then the last (7) because the loop ended between validations
+    assert validation.calls == 3
     assert [s.validation for s in lr.result.history] == [None, None, (2.0, 20.0), None, None, (1.0, 10.0), None]
     assert lr.result.best_update == 6
     assert np.array_equal(lr.result.x, rec.thetas[5])
+
+
+@pytest.mark.parametrize("stop", ["num_updates", "time_budget", "callback"])
+def test_the_last_update_is_validated_when_the_frequency_skipped_it(lr, stop):
+    grad_ds, cg_ds, _ = lr_datasets()
+    lr.set_flat(np.zeros(N_FEATURES + 1))
+    validation = Scripted([2.0, 1.0, 0.5])
+    budget = 2.0
+
+    class Stopper(Recorder):  # ends the run after update 5: by StopIteration, or by outlasting the budget
+        def __call__(self, stats):
+            super().__call__(stats)
+            if stats.update == 5 and stop == "time_budget":
+                time.sleep(budget)
+
+    rec = Stopper(lr, stop_at=5 if stop == "callback" else None)
+    kw = dict(time_budget=budget) if stop == "time_budget" else {}
+    lr.train(grad_ds, cg_ds, num_updates=5 if stop == "num_updates" else 9, validation=validation,
+             validation_frequency=3, callback=rec, **kw)
+    r = lr.result
+    assert r.status == stop
+    assert r.updates == 5 and validation.calls == 2
+    assert r.best_update == 5 and r.best_validation == (1.0, 10.0)
+    assert np.array_equal(r.x, rec.thetas[4]) and np.array_equal(lr.get_flat(), rec.thetas[4])
+
+
+def test_the_last_update_is_not_validated_twice(lr):
+    grad_ds, cg_ds, _ = lr_datasets()
+    lr.set_flat(np.zeros(N_FEATURES + 1))
+    validation = Scripted([2.0, 1.0, 0.5])
+    lr.train(grad_ds, cg_ds, num_updates=6, validation=validation, validation_frequency=3)
+    assert validation.calls == 2 and lr.result.best_update == 6
 
 
 def test_returned_parameters_are_the_best_validated_ones(lr):

@@ -34,6 +34,7 @@ from hf_symbolic.solve.preconditioners.gauss_newton import GaussNewtonDiagonal
 from hf_symbolic.solve.preconditioners.hutchinson import GaussNewtonHutchinson
 from hf_symbolic.solve.preconditioners.kfac import KroneckerFactored
 from hf_symbolic.solve.preconditioners.martens import MartensDiagonal
+from hf_symbolic.solve.preconditioners.per_case import GaussNewtonPerCase
 
 __all__ = ["KroneckerFactored", "Preconditioner", "REGISTRY", "make_preconditioner", "operator"]
 
@@ -61,6 +62,7 @@ REGISTRY = {
     "martens": MartensDiagonal,
     "gauss_newton_diagonal": GaussNewtonDiagonal,
     "gauss_newton_hutchinson": GaussNewtonHutchinson,
+    "gauss_newton_per_case": GaussNewtonPerCase,
     "kfac": KroneckerFactored,
 }
 
