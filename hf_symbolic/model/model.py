@@ -10,7 +10,7 @@ import numpy as np
 from hf_symbolic.graph.backend import compile_flags, default_mode
 from hf_symbolic.graph.partial_eval import partial_eval
 from hf_symbolic.model.curvature import build_curvature_graphs
-from hf_symbolic.errors import ArgumentError, BatchError, ModelSpecError
+from hf_symbolic.errors import ArgumentError, ModelSpecError
 from hf_symbolic.model.flat import FlatLayout
 from hf_symbolic.model.kinds import KINDS
 from hf_symbolic.model.checks import check_batch, check_mode, check_model
@@ -264,16 +264,14 @@ class Model:
         whose case dimension has a static size (as JAX needs) get a second
         gradient function compiled for one case.
         """
+        from hf_symbolic.model.statistics import _cases, case_count
+
         batch = self._batch(batch)
-        sizes = {a.shape[ax] for a, ax in zip(batch, self.case_axes) if ax is not None}
-        if len(sizes) > 1:
-            raise BatchError(f"inputs disagree on the number of cases along case_axes {self.case_axes}: {sorted(sizes)}")
-        n = sizes.pop() if sizes else 1
+        n = case_count(batch, self.case_axes)
         static = any(ax is not None and x.type.shape[ax] not in (None, 1) for x, ax in zip(self.inputs, self.case_axes))
         fn = self._function("gradient_one_case" if static else "gradient")
         acc = np.zeros(self.layout.size, dtype=np.float64)
-        for i in range(n):
-            one = [a if ax is None else np.take(a, [i], axis=ax) for a, ax in zip(batch, self.case_axes)]
+        for one in _cases(batch, self.case_axes):
             g = np.asarray(fn(*one)[0], dtype=np.float64)
             acc += g * g
         return (acc / n).astype(self.layout.dtype)

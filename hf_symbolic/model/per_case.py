@@ -90,12 +90,11 @@ def parse_name(name):
 
 def per_case_diagonal(model, batch, seed=None):
     """The estimate on a checked batch, one Rademacher draw seeded by (seed, θ, batch); the model's dtype."""
-    from hf_symbolic.model.statistics import rademacher, rademacher_draws
+    from hf_symbolic.model.statistics import case_count, rademacher, rademacher_draws
 
-    sizes = {a.shape[ax] for a, ax in zip(batch, model.case_axes) if ax is not None}
-    n = sizes.pop() if len(sizes) == 1 else None
+    n = case_count(batch, model.case_axes)
     rows = model._function("dense_rows")(*batch)
-    per_case = frozenset(k for k, r in enumerate(rows) if n is not None and int(r) == n)
+    per_case = frozenset(k for k, r in enumerate(rows) if int(r) == n)
     rng = rademacher(PER_CASE_SEED if seed is None else seed, model.get_flat(), batch)
     (xi,) = rademacher_draws(rng, model, batch, 1)
     return np.asarray(model._function(function_name(per_case))(xi, *batch))

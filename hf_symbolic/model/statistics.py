@@ -196,15 +196,19 @@ def statistic_graph(model, name):
     raise KeyError(name)  # pragma: no cover - internal
 
 
-def _cases(batch, case_axes):
-    """The one-case batches of ``batch`` along ``case_axes``."""
+def case_count(batch, case_axes):
+    """The number of cases of ``batch`` along ``case_axes`` (1 when no input has a case axis)."""
     from hf_symbolic.errors import BatchError
 
     sizes = {a.shape[ax] for a, ax in zip(batch, case_axes) if ax is not None}
     if len(sizes) > 1:
         raise BatchError(f"inputs disagree on the number of cases along case_axes {case_axes}: {sorted(sizes)}")
-    n = sizes.pop() if sizes else 1
-    for i in range(n):
+    return sizes.pop() if sizes else 1
+
+
+def _cases(batch, case_axes):
+    """The one-case batches of ``batch`` along ``case_axes``."""
+    for i in range(case_count(batch, case_axes)):
         yield [a if ax is None else np.take(a, [i], axis=ax) for a, ax in zip(batch, case_axes)]
 
 
