@@ -94,14 +94,6 @@ def draw_pullbacks(cost, split, xi, wrt):
     return list(zip(g1, g2))
 
 
-def _pullback(split, cotangent, p):
-    """``Jᵀ c`` for every parameter: the gradient of ``<c, s>`` with ``c`` held fixed."""
-    import pytensor.tensor as pt
-    from pytensor.gradient import disconnected_grad, grad
-
-    return grad(pt.sum(disconnected_grad(cotangent) * split), p, disconnected_inputs="ignore")
-
-
 def exact_diagonal_graph(p, split, cost, layout):
     """Flat ``diag(Jᵀ H_L J)`` for a graph whose split is small (one case): Jacobian rows in one graph.
 
@@ -143,15 +135,7 @@ def hutchinson_graph(p, split, cost, layout):
     z = pt.tensor("z", dtype=split.dtype, shape=(None,) * split.ndim)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        dl_ds, h_diag = _loss_terms(cost, split)
-        if h_diag is not None:
-            c = pt.sqrt(pt.maximum(h_diag, 0)) * z
-            parts = [g ** 2 for g in _pullback(split, c, p)]
-        else:
-            from pytensor.gradient import disconnected_grad, grad
-
-            hz = grad(pt.sum(dl_ds * disconnected_grad(z)), split, disconnected_inputs="ignore")
-            parts = [a * b for a, b in zip(_pullback(split, hz, p), _pullback(split, z, p))]
+        parts = [u * w for u, w in draw_pullbacks(cost, split, z, p)]
     return z, layout.symbolic_concat([x.astype(layout.dtype) for x in parts])
 
 
